@@ -1,0 +1,11 @@
+"""Errors a user can cause: scripts print them as one line and exit, never with a traceback."""
+
+
+class UserError(Exception):
+    """Something the user can fix (a path, a flag, the network); `exit_code` is the script's."""
+
+    exit_code = 2
+
+
+class DataError(UserError):
+    """The training text cannot be used; the message says why."""
