@@ -37,7 +37,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="UTF-8 training text")
     p.add_argument("--epochs", type=positive_int, default=10, help="passes over the training set")
-    p.add_argument("--output-dir", type=Path, default=Path("."), help="where the plot and weights go")
+    p.add_argument(
+        "--output-dir", type=Path, default=Path("."), help="where the plot and weights go"
+    )
     p.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="auto: cuda, mps, cpu")
     p.add_argument("--seed", type=int, default=123, help="seeds data order, weights and dropout")
     p.add_argument("--batch-size", type=positive_int, default=2)
@@ -116,9 +118,7 @@ def main() -> None:
 
     start = time.perf_counter()
     # The bar lives on stderr and only on a terminal; tqdm.write keeps it below the printed lines.
-    with tqdm(
-        total=args.epochs * len(train_loader), unit="step", leave=False, disable=None
-    ) as bar:
+    with tqdm(total=args.epochs * len(train_loader), unit="step", leave=False, disable=None) as bar:
         history = train_model(
             model,
             train_loader,

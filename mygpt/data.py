@@ -13,7 +13,7 @@ from .tokenizer import ENDOFTEXT, get_tokenizer
 
 
 class GPTDataset(Dataset):
-    """Windows of `max_length` token ids every `stride` tokens; targets are inputs shifted by one."""
+    """Windows of `max_length` ids every `stride` tokens; targets are the inputs shifted by one."""
 
     def __init__(self, token_ids: list[int] | torch.Tensor, max_length: int, stride: int):
         ids = torch.as_tensor(token_ids, dtype=torch.long)
@@ -42,15 +42,21 @@ def create_dataloader(
     num_workers: int = 0,
     tokenizer: tiktoken.Encoding | None = None,
 ) -> DataLoader:
-    """Tokenize `text` and batch its sliding windows as (inputs, targets) pairs of (B, max_length)."""
+    """Tokenize `text`; batch its sliding windows as (inputs, targets), each (B, max_length)."""
     token_ids = (tokenizer or get_tokenizer()).encode(text, allowed_special={ENDOFTEXT})
-    return _window_loader(token_ids, batch_size, max_length, stride, shuffle, drop_last, num_workers)
+    return _window_loader(
+        token_ids, batch_size, max_length, stride, shuffle, drop_last, num_workers
+    )
 
 
 def _window_loader(token_ids, batch_size, max_length, stride, shuffle, drop_last, num_workers=0):
     dataset = GPTDataset(token_ids, max_length, stride)
     return DataLoader(
-        dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, num_workers=num_workers
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        drop_last=drop_last,
+        num_workers=num_workers,
     )
 
 
@@ -93,7 +99,9 @@ def train_val_loaders(
     """
     tokenizer = tokenizer or get_tokenizer()
     loaders = []
-    for part, part_text in zip(("training", "validation"), split_text(text, train_ratio)):
+    for part, part_text in zip(
+        ("training", "validation"), split_text(text, train_ratio), strict=True
+    ):
         token_ids = tokenizer.encode(part_text, allowed_special={ENDOFTEXT})
         if len(token_ids) <= max_length:
             raise DataError(

@@ -62,7 +62,7 @@ class KVCache:
         self._values: list[Tensor | None] = [None] * n_layers
 
     def append(self, layer: int, keys: Tensor, values: Tensor) -> tuple[Tensor, Tensor]:
-        """Store this layer's new (B, n_heads, T, head_dim) keys/values; return all cached so far."""
+        """Store a layer's new (B, n_heads, T, head_dim) keys and values; return all cached."""
         end = self.length + keys.shape[2]
         if end > self.max_length:
             raise ValueError(f"KV cache holds {self.max_length} positions, {end} requested")
@@ -97,7 +97,9 @@ class MultiHeadAttention(nn.Module):
 
     def _heads(self, x: Tensor) -> Tensor:
         B, T, _ = x.shape
-        return x.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, n_heads, T, head_dim)
+        return x.view(B, T, self.n_heads, self.head_dim).transpose(
+            1, 2
+        )  # (B, n_heads, T, head_dim)
 
     def forward(self, x: Tensor, kv_cache: KVCache | None = None) -> Tensor:
         B, T, C = x.shape  # (batch, tokens, emb_dim)

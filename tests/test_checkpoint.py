@@ -1,0 +1,22 @@
+import torch
+from conftest import TINY
+
+from mygpt import GPTModel, load_model, save_model
+
+
+def test_round_trip(tiny_model, tmp_path):
+    path = save_model(tiny_model, tmp_path / "m.safetensors")
+    assert path.is_file() and not list(tmp_path.glob("*.tmp"))
+    loaded = load_model(path)
+    assert loaded.cfg == TINY and not loaded.training
+    idx = torch.randint(0, TINY.vocab_size, (2, 9))
+    torch.testing.assert_close(loaded(idx), tiny_model(idx), rtol=0, atol=0)
+
+
+def test_tied_head_stays_tied(tmp_path):
+    model = GPTModel(TINY).eval()
+    model.out_head.weight = model.tok_emb.weight
+    loaded = load_model(save_model(model, tmp_path / "tied.safetensors"))
+    assert loaded.out_head.weight is loaded.tok_emb.weight
+    idx = torch.randint(0, TINY.vocab_size, (1, 5))
+    torch.testing.assert_close(loaded(idx), model(idx), rtol=0, atol=0)
