@@ -6,12 +6,14 @@ from .data import GPTDataset, create_dataloader, read_text, split_text, train_va
 from .errors import DataError, UserError
 from .generate import complete_text, generate, generate_stream, sample_next_token
 from .model import GPTModel, KVCache
+from .pretrained import DownloadError, download_gpt2, load_gpt2
 from .tokenizer import get_tokenizer, text_to_token_ids, token_ids_to_text
 from .train import calc_loss_batch, calc_loss_loader, evaluate_model, train_model
 
 __all__ = [
     "GPT2_SIZES",
     "DataError",
+    "DownloadError",
     "GPTConfig",
     "GPTDataset",
     "GPTModel",
@@ -21,11 +23,13 @@ __all__ = [
     "calc_loss_loader",
     "complete_text",
     "create_dataloader",
+    "download_gpt2",
     "evaluate_model",
     "generate",
     "generate_stream",
     "get_tokenizer",
     "gpt2_config",
+    "load_gpt2",
     "load_model",
     "read_text",
     "sample_next_token",

@@ -15,16 +15,22 @@ from .config import GPTConfig
 from .model import GPTModel
 
 
-def save_model(model: GPTModel, path: str | Path) -> Path:
-    """Write weights and config atomically (a temporary file renamed into place)."""
+def save_model(model: GPTModel, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
+    """Write weights, config and any extra metadata atomically (a temporary file renamed)."""
     path = Path(path)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     if model.out_head.weight is model.tok_emb.weight:
         del state["out_head.weight"]  # tied: safetensors refuses shared storage, and it is a copy
     tmp = path.with_name(path.name + ".tmp")
-    save_file(state, tmp, metadata={"config": json.dumps(asdict(model.cfg))})
+    save_file(state, tmp, metadata={**(metadata or {}), "config": json.dumps(asdict(model.cfg))})
     os.replace(tmp, path)
     return path
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The metadata of a file written by `save_model`, without reading its tensors."""
+    with safe_open(str(path), framework="pt") as f:
+        return f.metadata() or {}
 
 
 def load_model(path: str | Path, device: torch.device | str = "cpu") -> GPTModel:

@@ -1,0 +1,209 @@
+"""Fetch GPT-2 checkpoint files: atomic writes, size checks, Range resume, retries, mirrors."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from ..config import GPT2_SIZES
+from ..errors import UserError
+
+OPENAI_FILES = (
+    "checkpoint",
+    "encoder.json",
+    "hparams.json",
+    "model.ckpt.data-00000-of-00001",
+    "model.ckpt.index",
+    "model.ckpt.meta",
+    "vocab.bpe",
+)
+OPENAI_HOSTS = (
+    "https://openaipublic.blob.core.windows.net/gpt-2/models",
+    "https://f001.backblazeb2.com/file/LLMs-from-scratch/gpt2",
+)
+_SHARED_SIZES = {"checkpoint": 77, "encoder.json": 1042301, "vocab.bpe": 456318}
+# Published sizes: a file from the official hosts must match them, whatever a server claims.
+KNOWN_SIZES: dict[str, dict[str, int]] = {
+    "124M": {
+        **_SHARED_SIZES,
+        "hparams.json": 90,
+        "model.ckpt.data-00000-of-00001": 497759232,
+        "model.ckpt.index": 5215,
+        "model.ckpt.meta": 471155,
+    },
+    "355M": {
+        **_SHARED_SIZES,
+        "hparams.json": 91,
+        "model.ckpt.data-00000-of-00001": 1419292672,
+        "model.ckpt.index": 10399,
+        "model.ckpt.meta": 926519,
+    },
+}
+# Hugging Face hub repositories with the same weights as safetensors (no TensorFlow needed).
+HF_REPOS = {
+    "124M": "openai-community/gpt2",
+    "355M": "openai-community/gpt2-medium",
+    "774M": "openai-community/gpt2-large",
+    "1558M": "openai-community/gpt2-xl",
+}
+HF_FILES = ("config.json", "model.safetensors")
+HF_HOST = "https://huggingface.co"
+
+CHUNK = 1 << 20
+
+
+class DownloadError(UserError):
+    """A file could not be fetched from any host; nothing partial is left under its name."""
+
+    exit_code = 1
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How hard to try each host: attempts, first back-off (doubling), socket timeout."""
+
+    attempts: int = 4
+    backoff_s: float = 1.0
+    timeout_s: float = 30.0
+
+
+def default_models_dir() -> Path:
+    """$MYGPT_MODELS_DIR, else ~/.cache/mygpt (or $XDG_CACHE_HOME/mygpt)."""
+    if os.environ.get("MYGPT_MODELS_DIR"):
+        return Path(os.environ["MYGPT_MODELS_DIR"]).expanduser()
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "mygpt"
+
+
+def check_size(model_size: str) -> None:
+    if model_size not in GPT2_SIZES:
+        raise UserError(
+            f"unknown GPT-2 model size {model_size!r}; valid sizes: {', '.join(GPT2_SIZES)}"
+        )
+
+
+def download_gpt2(
+    model_size: str = "124M",
+    models_dir: str | Path | None = None,
+    base_url: str | None = None,
+    source: str = "openai",
+    retry: RetryPolicy = RetryPolicy(),
+) -> Path:
+    """Download one GPT-2 size into models_dir (once) and return its folder.
+
+    source "openai": OpenAI's TensorFlow checkpoint, from {host}/{size}/{file}, host being
+    OpenAI's then its mirror, or `base_url`. source "hf": the hub's safetensors, from
+    {host}/{repo}/resolve/main/{file}. Files already complete are not fetched again.
+    """
+    check_size(model_size)
+    models_dir = Path(models_dir) if models_dir else default_models_dir()
+    if source == "openai":
+        folder = models_dir / "gpt2" / model_size
+        hosts = [base_url] if base_url else list(OPENAI_HOSTS)
+        files, path = OPENAI_FILES, model_size
+    elif source == "hf":
+        folder = models_dir / "hf" / HF_REPOS[model_size]
+        hosts = [base_url or HF_HOST]
+        files, path = HF_FILES, f"{HF_REPOS[model_size]}/resolve/main"
+    else:
+        raise UserError(f"unknown source {source!r}; use 'openai' or 'hf'")
+    # Sizes are only known for OpenAI's own files; a server the user names is trusted.
+    known = KNOWN_SIZES.get(model_size, {}) if source == "openai" and not base_url else {}
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in files:
+        dest = folder / name
+        if dest.is_file() and dest.stat().st_size == known.get(name, dest.stat().st_size):
+            continue  # complete: only a verified download is ever renamed to this name
+        urls = [f"{host.rstrip('/')}/{path}/{name}" for host in hosts]
+        fetch(urls, dest, known.get(name), retry)
+    return folder
+
+
+def fetch(urls: list[str], dest: Path, known_size: int | None, retry: RetryPolicy) -> None:
+    """Download to dest + ".part", resuming what is there, and rename once it is complete."""
+    part = dest.with_name(dest.name + ".part")
+    errors = []
+    for url in urls:
+        for attempt in range(retry.attempts):
+            if attempt:
+                time.sleep(retry.backoff_s * 2 ** (attempt - 1))
+            try:
+                _transfer(url, part, known_size, retry.timeout_s)
+                os.replace(part, dest)
+                return
+            except urllib.error.HTTPError as e:
+                errors.append(f"{url}: HTTP {e.code}")
+                if e.code < 500:
+                    break  # 404, 403, ...: this host will not have it; try the next
+            except _WrongFile as e:
+                errors.append(f"{url}: {e}")
+                break
+            except (OSError, http.client.HTTPException, _Incomplete) as e:
+                # Connection refused/reset, timeouts, a cut transfer: retry, resuming.
+                errors.append(f"{url}: {getattr(e, 'reason', None) or e}")
+    hosts = ", ".join(sorted({u.split("/")[2] for u in urls}))
+    raise DownloadError(
+        f"could not download {dest.name} (tried {hosts}; last error: {errors[-1]}). "
+        "Check your connection and run again: finished files are kept and "
+        "this one resumes. Or pass --base-url, or --checkpoint-dir with a local copy."
+    )
+
+
+class _Incomplete(Exception):
+    """The server closed the transfer before all promised bytes arrived."""
+
+
+class _WrongFile(Exception):
+    """The host offers a file that cannot be the published one."""
+
+
+def _transfer(url: str, part: Path, known_size: int | None, timeout: float) -> None:
+    have = part.stat().st_size if part.exists() else 0
+    if known_size is not None and have > known_size:
+        have = 0  # not a prefix of the right file: start over
+    headers = {"User-Agent": "mygpt"}
+    if have:
+        headers["Range"] = f"bytes={have}-"
+    request = urllib.request.Request(url, headers=headers)
+    try:
+        response = urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as e:
+        if e.code == 416 and have and have == known_size:
+            return  # the part file already holds everything
+        if e.code == 416:
+            part.unlink()  # what we have is not a prefix the server recognises
+            raise _Incomplete("range not satisfiable; restarting") from None
+        raise
+    with response:
+        length = response.headers.get("Content-Length")
+        if response.status == 206:
+            start = int(response.headers["Content-Range"].split()[1].split("-")[0])
+            if start != have:
+                raise _Incomplete(f"server resumed at byte {start}, not {have}")
+        else:
+            have = 0  # the server ignored Range and sends the whole file
+        total = have + int(length) if length is not None else None
+        if known_size is not None and total is not None and total != known_size:
+            raise _WrongFile(f"offers {total:,} bytes, the published file has {known_size:,}")
+        with (
+            open(part, "ab" if have else "wb") as f,
+            tqdm(
+                total=total, initial=have, unit="B", unit_scale=True, unit_divisor=1024,
+                desc=part.name.removesuffix(".part"), leave=True,
+            ) as bar,
+        ):  # fmt: skip
+            while chunk := response.read(CHUNK):
+                f.write(chunk)
+                bar.update(len(chunk))
+    size = part.stat().st_size
+    if total is None:
+        raise _WrongFile("sent no Content-Length, so the file cannot be checked for completeness")
+    if size != total:
+        raise _Incomplete(f"got {size:,} of {total:,} bytes")
