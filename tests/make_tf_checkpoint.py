@@ -56,7 +56,13 @@ def main(out, n_layer, n_embd, n_head, n_ctx, n_vocab, seed):
     (out / "checkpoint").write_text(
         'model_checkpoint_path: "model.ckpt"\nall_model_checkpoint_paths: "model.ckpt"\n'
     )
-    hparams = {"n_vocab": n_vocab, "n_ctx": n_ctx, "n_embd": d, "n_head": n_head, "n_layer": n_layer}
+    hparams = {
+        "n_vocab": n_vocab,
+        "n_ctx": n_ctx,
+        "n_embd": d,
+        "n_head": n_head,
+        "n_layer": n_layer,
+    }
     (out / "hparams.json").write_text(json.dumps(hparams, indent=2))
     for name in ("encoder.json", "vocab.bpe"):
         shutil.copy(BPE / name, out / name)

@@ -7,6 +7,7 @@ import os
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,6 +83,12 @@ def default_models_dir() -> Path:
     return cache / "mygpt"
 
 
+def download_size(model_size: str, source: str = "openai") -> int | None:
+    """Bytes of a full OpenAI download of this size, where the published sizes are known."""
+    known = KNOWN_SIZES.get(model_size) if source == "openai" else None
+    return sum(known.values()) if known else None
+
+
 def check_size(model_size: str) -> None:
     if model_size not in GPT2_SIZES:
         raise UserError(
@@ -95,12 +102,14 @@ def download_gpt2(
     base_url: str | None = None,
     source: str = "openai",
     retry: RetryPolicy = RetryPolicy(),
+    on_start: Callable[[], None] | None = None,
 ) -> Path:
     """Download one GPT-2 size into models_dir (once) and return its folder.
 
     source "openai": OpenAI's TensorFlow checkpoint, from {host}/{size}/{file}, host being
     OpenAI's then its mirror, or `base_url`. source "hf": the hub's safetensors, from
-    {host}/{repo}/resolve/main/{file}. Files already complete are not fetched again.
+    {host}/{repo}/resolve/main/{file}. Files already complete are not fetched again (and
+    then the network is not touched); `on_start` is called before the first download.
     """
     check_size(model_size)
     models_dir = Path(models_dir) if models_dir else default_models_dir()
@@ -121,6 +130,9 @@ def download_gpt2(
         dest = folder / name
         if dest.is_file() and dest.stat().st_size == known.get(name, dest.stat().st_size):
             continue  # complete: only a verified download is ever renamed to this name
+        if on_start:
+            on_start()
+            on_start = None
         urls = [f"{host.rstrip('/')}/{path}/{name}" for host in hosts]
         fetch(urls, dest, known.get(name), retry)
     return folder

@@ -1,0 +1,94 @@
+"""Complete your sentences with OpenAI's GPT-2, loaded into MyGPT's from-scratch model."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from mygpt import get_tokenizer
+from mygpt.chat import chat
+from mygpt.cli import banner, positive_int, run_main
+from mygpt.config import GPT2_SIZES
+from mygpt.devices import DEVICE_CHOICES, pick_device
+from mygpt.pretrained import RetryPolicy, default_models_dir, download_gpt2, load_gpt2
+from mygpt.pretrained.download import download_size
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    p.add_argument("--model-size", default="124M", choices=list(GPT2_SIZES), help="GPT-2 size")
+    p.add_argument(
+        "--models-dir",
+        type=Path,
+        help=f"download cache (default: $MYGPT_MODELS_DIR or {default_models_dir()})",
+    )
+    p.add_argument(
+        "--checkpoint-dir",
+        type=Path,
+        help="load this local folder in OpenAI's (or the hub's) layout; no download",
+    )
+    p.add_argument("--base-url", help="download from this server: {URL}/{size}/{file}")
+    p.add_argument(
+        "--source",
+        default="openai",
+        choices=("openai", "hf"),
+        help="openai: OpenAI's TensorFlow checkpoint; hf: the Hugging Face hub's safetensors",
+    )
+    p.add_argument("--max-new-tokens", type=positive_int, default=50, help="completion length")
+    p.add_argument("--temperature", type=float, default=0.7, help="0 is greedy")
+    p.add_argument("--top-k", type=positive_int, default=40, help="sample among the k likeliest")
+    p.add_argument("--top-p", type=float, help="sample within this probability mass (nucleus)")
+    p.add_argument("--seed", type=int, help="same seed, same completions (default: random)")
+    p.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="auto: cuda, mps, cpu")
+    args = p.parse_args(argv)
+    if args.temperature < 0:
+        p.error("--temperature must be >= 0")
+    if args.top_p is not None and not 0.0 < args.top_p <= 1.0:
+        p.error("--top-p must be in (0, 1]")
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    # Prompts are text; a stray byte from a terminal or a pipe must not end the chat.
+    sys.stdin.reconfigure(errors="replace")
+    device = pick_device(args.device)
+    print(banner("PRETRAINED GPT MODEL"))
+    print()
+    if args.checkpoint_dir:
+        folder = args.checkpoint_dir
+    else:
+        size = None if args.base_url else download_size(args.model_size, args.source)
+        folder = download_gpt2(
+            args.model_size,
+            args.models_dir,
+            args.base_url,
+            args.source,
+            RetryPolicy(),
+            on_start=lambda: print(
+                f"Downloading model weights for the {args.model_size} parameter model"
+                f"{f' (≈{size / 1e6:.0f} MB)' if size else ''}...\n"
+            ),
+        )
+    model = load_gpt2(folder, device)
+    generator = None
+    if args.seed is not None:
+        generator = torch.Generator(device=device).manual_seed(args.seed)
+    chat(
+        model,
+        get_tokenizer(),
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        generator=generator,
+    )
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,84 @@
+"""The interactive completion loop of MyGPT_v2_pretrained.py: read prompts, stream completions."""
+
+from __future__ import annotations
+
+import codecs
+import sys
+from collections.abc import Iterable, Iterator
+from typing import TextIO
+
+import tiktoken
+import torch
+
+from .generate import generate_stream
+from .model import GPTModel
+from .tokenizer import ENDOFTEXT_ID
+
+EXIT_WORDS = ("exit", "quit")
+
+
+def stream_completion(
+    model: GPTModel, tokenizer: tiktoken.Encoding, prompt: str, **sampling
+) -> Iterator[str]:
+    """Yield the completion of `prompt` as text pieces, as the tokens are generated.
+
+    The prompt is plain text: "<|endoftext|>" in it is not the special token. Generation stops at
+    the end-of-text token, which is not shown.
+    """
+    device = next(model.parameters()).device
+    ids = tokenizer.encode(prompt, disallowed_special=())
+    idx = torch.tensor([ids], device=device)
+    # A token can end inside a multi-byte character: decode bytes incrementally.
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    for next_id in generate_stream(model, idx, eos_id=ENDOFTEXT_ID, **sampling):
+        token = int(next_id)
+        if token == ENDOFTEXT_ID:
+            break
+        if piece := decoder.decode(tokenizer.decode_single_token_bytes(token)):
+            yield piece
+    if tail := decoder.decode(b"", final=True):
+        yield tail
+
+
+def prompts(lines: Iterable[str]) -> Iterator[str]:
+    """Non-empty prompts from input lines, until an exit word or the end of input."""
+    for line in lines:
+        prompt = line.strip()
+        if prompt.lower() in EXIT_WORDS:
+            return
+        if prompt:
+            yield prompt
+
+
+def read_lines(prompt: str = "> ", stdin: TextIO | None = None) -> Iterator[str]:
+    """Lines typed after `prompt`; ends at end of input (Ctrl-D or the end of a pipe).
+
+    Piped lines are echoed, so a scripted session reads like a typed one.
+    """
+    stdin = stdin or sys.stdin
+    echo = not stdin.isatty()
+    while True:
+        print(prompt, end="", flush=True)
+        line = stdin.readline()
+        if not line:
+            print()
+            return
+        if echo:
+            print(line.rstrip("\n"))
+        yield line
+
+
+def chat(model: GPTModel, tokenizer: tiktoken.Encoding, stdin: TextIO | None = None, **sampling):
+    """Ask for sentences and print each one completed, streamed token by token.
+
+    Ends at an exit word, at the end of input, or at Ctrl-C: all of them a normal way to leave.
+    """
+    print("MyGPT: Please enter a sentence to complete (enter 'exit' to end chat)")
+    try:
+        for prompt in prompts(read_lines(stdin=stdin)):
+            print(f"MyGPT: {prompt}", end="", flush=True)
+            for piece in stream_completion(model, tokenizer, prompt, **sampling):
+                print(piece, end="", flush=True)
+            print()
+    except KeyboardInterrupt:
+        print()
