@@ -50,3 +50,17 @@ def tf_checkpoint(tmp_path_factory):
     with np.load(str(folder) + ".npz") as npz:
         arrays = {k: (v[0] if v.ndim == 3 else v) for k, v in npz.items()}
     return folder, arrays
+
+
+@pytest.fixture(scope="session")
+def models_dir(tf_checkpoint, tmp_path_factory):
+    """A models folder holding the downloaded and already converted 124M-named checkpoint."""
+    from http_server import FileServer
+
+    from mygpt import download_gpt2, load_gpt2
+
+    folder, _ = tf_checkpoint
+    models = tmp_path_factory.mktemp("models")
+    with FileServer(folder.parent) as server:
+        load_gpt2(download_gpt2("124M", models, base_url=server.url))
+    return models
