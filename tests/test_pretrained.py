@@ -20,8 +20,8 @@ DATA = "model.ckpt.data-00000-of-00001"
 IDS = [15496, 11, 995, 6109, 3626, 6100, 345, 50256, 0, 42]
 
 
-def hf_reference_logits(arrays, ids):
-    """transformers' GPT2LMHeadModel with the same weights (its own Conv1D layout)."""
+def hf_gpt2():
+    """transformers' GPT2LMHeadModel of the test checkpoint's shape, randomly initialised."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
     s = CKPT_SHAPE
@@ -29,7 +29,12 @@ def hf_reference_logits(arrays, ids):
         vocab_size=s["n_vocab"], n_positions=s["n_ctx"], n_embd=s["n_embd"],
         n_layer=s["n_layer"], n_head=s["n_head"],
     )  # fmt: skip
-    model = GPT2LMHeadModel(config).eval()
+    return GPT2LMHeadModel(config).eval()
+
+
+def hf_reference_logits(arrays, ids):
+    """transformers' logits with the same weights (its own Conv1D layout)."""
+    model = hf_gpt2()
     state = {"wte.weight": arrays["wte"], "wpe.weight": arrays["wpe"]}
     state |= {"ln_f.weight": arrays["ln_f/g"], "ln_f.bias": arrays["ln_f/b"]}
     for name, value in arrays.items():
@@ -208,15 +213,8 @@ def test_shape_mismatch_names_the_variable(tf_checkpoint):
 @pytest.mark.parametrize("layout", ["save_pretrained", "hub_original"])
 def test_hf_source(tmp_path, layout):
     """Hub safetensors, as transformers saves them and as the hub's original files name them."""
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    s = CKPT_SHAPE
-    config = GPT2Config(
-        vocab_size=s["n_vocab"], n_positions=s["n_ctx"], n_embd=s["n_embd"],
-        n_layer=s["n_layer"], n_head=s["n_head"],
-    )  # fmt: skip
     torch.manual_seed(0)
-    reference = GPT2LMHeadModel(config).eval()
+    reference = hf_gpt2()
     with torch.no_grad():  # biases and norms are zero/one at init: make them matter
         for p in reference.parameters():
             p.add_(0.05 * torch.randn_like(p))
@@ -225,7 +223,7 @@ def test_hf_source(tmp_path, layout):
     if layout == "hub_original":
         tensors = load_file(repo / "model.safetensors")
         tensors = {k.removeprefix("transformer."): v for k, v in tensors.items()}
-        for i in range(s["n_layer"]):
+        for i in range(CKPT_SHAPE["n_layer"]):
             tensors[f"h.{i}.attn.bias"] = np.tril(np.ones((1, 1, 128, 128), np.float32))
         save_file(tensors, repo / "model.safetensors")
     with FileServer(tmp_path / "served") as server:

@@ -92,8 +92,9 @@ def test_same_seed_same_completion(models_dir):
 
 
 def test_ctrl_c_at_the_prompt_ends_cleanly(models_dir):
+    args = ["--models-dir", str(models_dir), "--base-url", closed_port_url()]
     proc = subprocess.Popen(
-        [sys.executable, str(SCRIPT), "--models-dir", str(models_dir), "--base-url", closed_port_url()],
+        [sys.executable, str(SCRIPT), *args],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     for line in proc.stdout:  # wait for the chat to start (ends early if the script fails)
