@@ -1,3 +1,4 @@
+import signal
 import sys
 from pathlib import Path
 
@@ -11,6 +12,12 @@ SHARED = ROOT.parent / "shared"
 sys.path.insert(0, str(Path(__file__).parent))  # for `reference`
 
 TINY = GPTConfig(vocab_size=50257, context_length=32, emb_dim=32, n_heads=4, n_layers=2)
+
+
+def default_sigint():
+    """Popen preexec_fn: a child started from a background job inherits an ignored SIGINT,
+    and Python then installs no KeyboardInterrupt handler; Ctrl-C tests need the default."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 @pytest.fixture(scope="session")

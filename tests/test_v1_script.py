@@ -7,7 +7,7 @@ import sys
 import time
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, default_sigint
 
 from mygpt import load_model
 
@@ -108,10 +108,14 @@ def test_ctrl_c_is_a_short_message(tmp_path):
     proc = subprocess.Popen(
         [sys.executable, str(SCRIPT), "--epochs", "50", "--output-dir", tmp_path, *TINY_FLAGS],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=default_sigint,
     )  # fmt: skip
-    assert proc.stdout.readline()  # it has started printing: we are past the imports
-    time.sleep(1)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    try:
+        assert proc.stdout.readline()  # it has started printing: we are past the imports
+        time.sleep(1)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
     assert proc.returncode == 130
     assert err.strip() == "Interrupted."

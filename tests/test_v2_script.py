@@ -6,7 +6,7 @@ import socket
 import subprocess
 import sys
 
-from conftest import ROOT
+from conftest import ROOT, default_sigint
 from http_server import FileServer
 
 from mygpt import complete_text, get_tokenizer, load_gpt2
@@ -96,12 +96,16 @@ def test_ctrl_c_at_the_prompt_ends_cleanly(models_dir):
     proc = subprocess.Popen(
         [sys.executable, str(SCRIPT), *args],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=default_sigint,
     )  # fmt: skip
-    for line in proc.stdout:  # wait for the chat to start (ends early if the script fails)
-        if line.strip() == HEADER:
-            break
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
+    try:
+        for line in proc.stdout:  # wait for the chat to start (ends early if the script fails)
+            if line.strip() == HEADER:
+                break
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
     assert proc.returncode == 0 and "Traceback" not in err
 
 
