@@ -17,6 +17,7 @@ from mygpt import (
     UserError,
     complete_text,
     get_tokenizer,
+    make_optimizer,
     read_text,
     save_model,
     train_model,
@@ -110,7 +111,7 @@ def main() -> None:
     print(banner("TRAINING OUR GPT MODEL"))
     print(f"\nLoaded training data from: {shown_data}")
     print("Starting Training...")
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    optimizer = make_optimizer(model, args.lr, args.weight_decay, device)
 
     def sample() -> str:
         text = complete_text(model, tokenizer, args.start_context, args.sample_tokens)

@@ -8,7 +8,7 @@ from .generate import complete_text, generate, generate_stream, sample_next_toke
 from .model import GPTModel, KVCache
 from .pretrained import DownloadError, download_gpt2, load_gpt2
 from .tokenizer import get_tokenizer, text_to_token_ids, token_ids_to_text
-from .train import calc_loss_batch, calc_loss_loader, evaluate_model, train_model
+from .train import calc_loss_batch, calc_loss_loader, evaluate_model, make_optimizer, train_model
 
 __all__ = [
     "GPT2_SIZES",
@@ -31,6 +31,7 @@ __all__ = [
     "gpt2_config",
     "load_gpt2",
     "load_model",
+    "make_optimizer",
     "read_text",
     "sample_next_token",
     "save_model",

@@ -3,7 +3,15 @@ import math
 import torch
 from conftest import ROOT
 
-from mygpt import GPTConfig, GPTModel, calc_loss_loader, read_text, train_model, train_val_loaders
+from mygpt import (
+    GPTConfig,
+    GPTModel,
+    calc_loss_loader,
+    make_optimizer,
+    read_text,
+    train_model,
+    train_val_loaders,
+)
 
 
 def test_short_training_lowers_the_loss(tokenizer):
@@ -31,3 +39,28 @@ def test_short_training_lowers_the_loss(tokenizer):
     after = calc_loss_loader(train_loader, model.eval(), "cpu")
     assert after < before - 2.0
     assert history.train_losses[-1] < history.train_losses[0] - 2.0
+
+
+def test_fused_optimizer_matches_plain_adamw():
+    """The fused AdamW the scripts use follows the same trajectory as torch's default AdamW."""
+    cfg = GPTConfig(vocab_size=300, context_length=16, emb_dim=32, n_heads=4, n_layers=2)
+    x, y = torch.randint(0, 300, (2, 4, 16))
+    losses = []
+    for fused in (False, True):
+        torch.manual_seed(5)
+        model = GPTModel(cfg)
+        if fused:
+            optimizer = make_optimizer(model, lr=4e-4, weight_decay=0.1, device="cpu")
+            assert optimizer.defaults["fused"]
+        else:
+            optimizer = torch.optim.AdamW(model.parameters(), lr=4e-4, weight_decay=0.1)
+        run = []
+        for _ in range(10):
+            optimizer.zero_grad()
+            loss = torch.nn.functional.cross_entropy(model(x).flatten(0, 1), y.flatten())
+            loss.backward()
+            optimizer.step()
+            run.append(loss.item())
+        losses.append(run)
+    torch.testing.assert_close(losses[1], losses[0], rtol=0, atol=1e-5)
+    assert losses[0][-1] < losses[0][0] - 0.1
