@@ -11,6 +11,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -51,7 +52,11 @@ def load_gpt2(checkpoint_dir: str | Path, device: torch.device | str = "cpu") ->
         hparams = json.loads((folder / "hparams.json").read_text())
         params = read_tf_checkpoint(folder)
     model = gpt2_from_params(params, hparams)
-    save_model(model, converted, metadata={"source": fingerprint})
+    try:
+        save_model(model, converted, metadata={"source": fingerprint})
+    except OSError as e:  # a read-only folder still loads, only without the fast path next time
+        message = f"could not save {converted} ({e.strerror}); converting on every start"
+        warnings.warn(message, stacklevel=2)
     return model.to(device)
 
 
