@@ -42,14 +42,11 @@ def time_to_prompt(args: list[str]) -> float:
     return elapsed
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--shape", nargs=4, type=int, default=[12, 768, 12, 1024])
-    p.add_argument("--runs", type=int, default=3, help="later runs to time")
-    args = p.parse_args()
+def measure(shape: list[int], runs: int = 3) -> tuple[float, list[float]]:
+    """Seconds to the first prompt: the first run, and each of `runs` later runs."""
     with tempfile.TemporaryDirectory() as tmp:
         served = Path(tmp) / "served"
-        n_layer, n_embd, n_head, n_ctx = args.shape
+        n_layer, n_embd, n_head, n_ctx = shape
         subprocess.run(
             [sys.executable, str(ROOT / "tests" / "make_tf_checkpoint.py"), str(served / "124M"),
              *map(str, (n_layer, n_embd, n_head, n_ctx, 50257, 0))],
@@ -58,7 +55,16 @@ def main() -> None:
         with FileServer(served) as server:
             flags = ["--models-dir", str(Path(tmp) / "models"), "--base-url", server.url]
             first = time_to_prompt(flags)
-            later = [time_to_prompt(flags) for _ in range(args.runs)]
+            later = [time_to_prompt(flags) for _ in range(runs)]
+    return first, later
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--shape", nargs=4, type=int, default=[12, 768, 12, 1024])
+    p.add_argument("--runs", type=int, default=3, help="later runs to time")
+    args = p.parse_args()
+    first, later = measure(args.shape, args.runs)
     print(f"shape {args.shape}: first run (download + conversion) {first:.2f} s to the prompt")
     each = ", ".join(f"{t:.2f}" for t in later)
     print(f"later runs: median {statistics.median(later):.2f} s ({each})")
