@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -206,7 +205,13 @@ def peak_memory_child(impl: str, quick: bool) -> None:
     step = train_step_fn(model.train(), optimizer, (x, y))
     step()
     step()
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    # VmHWM, not ru_maxrss: a child's ru_maxrss starts at its parent's peak (Linux keeps it
+    # across fork), which would report the bench process itself.
+    status = Path("/proc/self/status").read_text()
+    print(
+        int(next(line for line in status.splitlines() if line.startswith("VmHWM:")).split()[1])
+        * 1024
+    )
 
 
 def peak_memory(quick: bool) -> dict:
