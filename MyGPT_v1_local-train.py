@@ -61,7 +61,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if not 0.0 < args.train_ratio < 1.0:
         p.error("--train-ratio must be between 0 and 1")
-    if args.n_heads and args.emb_dim % args.n_heads:
+    if args.emb_dim % args.n_heads:  # both are positive: positive_int saw to that
         p.error(f"--emb-dim {args.emb_dim} must be divisible by --n-heads {args.n_heads}")
     if not 0.0 <= args.drop_rate < 1.0:
         p.error("--drop-rate must be in [0, 1)")

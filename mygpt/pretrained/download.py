@@ -128,8 +128,10 @@ def download_gpt2(
     folder.mkdir(parents=True, exist_ok=True)
     for name in files:
         dest = folder / name
-        if dest.is_file() and dest.stat().st_size == known.get(name, dest.stat().st_size):
-            continue  # complete: only a verified download is ever renamed to this name
+        # Complete: only a verified download is ever renamed to this name, but a file put here
+        # by hand must still have the published size where one is known.
+        if dest.is_file() and known.get(name) in (None, dest.stat().st_size):
+            continue
         if on_start:
             on_start()
             on_start = None
