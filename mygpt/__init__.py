@@ -1,16 +1,35 @@
 """MyGPT: GPT-2 from scratch in PyTorch."""
 
-from .checkpoint import load_model, save_model
+from .checkpoint import load_checkpoint, load_model, load_trained_model, save_checkpoint, save_model
 from .config import GPT2_SIZES, GPTConfig, gpt2_config
-from .data import GPTDataset, create_dataloader, read_text, split_text, train_val_loaders
+from .corpus import Corpus, load_corpus
+from .data import GPTDataset, TokenWindows, create_dataloader, read_text, split_text
 from .errors import DataError, UserError
 from .generate import complete_text, generate, generate_stream, sample_next_token
 from .model import GPTModel, KVCache
 from .pretrained import DownloadError, download_gpt2, load_gpt2
 from .tokenizer import get_tokenizer, text_to_token_ids, token_ids_to_text
-from .train import calc_loss_batch, calc_loss_loader, evaluate_model, make_optimizer, train_model
+from .train import (
+    Trainer,
+    TrainSettings,
+    TrainState,
+    calc_loss_batch,
+    calc_loss_loader,
+    lr_at,
+    make_optimizer,
+)
 
 __all__ = [
+    "Corpus",
+    "TokenWindows",
+    "TrainSettings",
+    "TrainState",
+    "Trainer",
+    "load_checkpoint",
+    "load_corpus",
+    "load_trained_model",
+    "lr_at",
+    "save_checkpoint",
     "GPT2_SIZES",
     "DataError",
     "DownloadError",
@@ -24,7 +43,6 @@ __all__ = [
     "complete_text",
     "create_dataloader",
     "download_gpt2",
-    "evaluate_model",
     "generate",
     "generate_stream",
     "get_tokenizer",
@@ -38,6 +56,4 @@ __all__ = [
     "split_text",
     "text_to_token_ids",
     "token_ids_to_text",
-    "train_model",
-    "train_val_loaders",
 ]

@@ -1,17 +1,20 @@
-"""Model weights on disk: safetensors with the GPTConfig in its metadata."""
+"""Files of trained models: safetensors weights with their GPTConfig, and training checkpoints."""
 
 from __future__ import annotations
 
 import json
 import os
+import pickle
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from .config import GPTConfig
+from .errors import UserError
 from .model import GPTModel
 
 
@@ -44,4 +47,43 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> GPTModel
         model.out_head.weight = model.tok_emb.weight
         state["out_head.weight"] = state["tok_emb.weight"]
     model.load_state_dict(state)
+    return model.eval()
+
+
+def save_checkpoint(checkpoint: dict[str, Any], path: str | Path) -> Path:
+    """Write a training checkpoint (Trainer.state_dict() and more) atomically."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(checkpoint, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """A training checkpoint, read without unpickling code (weights_only)."""
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except (RuntimeError, pickle.UnpicklingError, EOFError, OSError) as e:
+        raise UserError(f"{path}: not a MyGPT training checkpoint ({e})".splitlines()[0]) from None
+
+
+def load_trained_model(path: str | Path, device: torch.device | str = "cpu") -> GPTModel:
+    """A GPTModel from weights written by v1: model.safetensors or a training checkpoint."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such file")
+    with open(path, "rb") as f:
+        magic = f.read(16)
+    if path.suffix == ".safetensors" or magic[8:9] == b"{":  # a safetensors header is JSON
+        try:
+            return load_model(path, device)
+        except (KeyError, OSError, ValueError, SafetensorError) as e:
+            raise UserError(f"{path}: not weights saved by MyGPT ({e})") from None
+    ckpt = load_checkpoint(path, device)
+    if "model" not in ckpt or "config" not in ckpt:
+        raise UserError(f"{path}: not a MyGPT training checkpoint")
+    model = GPTModel(GPTConfig(**ckpt["config"])).to(device)
+    model.load_state_dict(ckpt["model"])
     return model.eval()

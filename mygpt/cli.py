@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import signal
 import sys
+import time
 from collections.abc import Callable
 
 from .errors import UserError
@@ -37,3 +39,36 @@ def positive_int(text: str) -> int:
 
 
 positive_int.__name__ = "positive integer"  # what argparse names in its error message
+
+
+class GracefulStop:
+    """Within `with`: Ctrl-C (or SIGTERM) asks a training loop to stop after its step.
+
+    A second Ctrl-C, a second or more after the first, stops at once (KeyboardInterrupt).
+    Signals sent to the whole process group twice at once (terminal and torchrun) count once.
+    """
+
+    def __init__(self, message: str = "Stopping after this step (Ctrl-C again to quit now)..."):
+        self.message = message
+        self.requested_at: float | None = None
+
+    def __call__(self) -> bool:
+        return self.requested_at is not None
+
+    def _handle(self, signum: int, frame: object) -> None:
+        now = time.monotonic()
+        if self.requested_at is None:
+            self.requested_at = now
+            print(f"\n{self.message}", file=sys.stderr)
+        elif signum == signal.SIGINT and now - self.requested_at > 1.0:
+            raise KeyboardInterrupt
+
+    def __enter__(self) -> GracefulStop:
+        self._previous = {
+            s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)
+        }
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import tiktoken
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -44,20 +46,34 @@ def create_dataloader(
 ) -> DataLoader:
     """Tokenize `text`; batch its sliding windows as (inputs, targets), each (B, max_length)."""
     token_ids = (tokenizer or get_tokenizer()).encode(text, allowed_special={ENDOFTEXT})
-    return _window_loader(
-        token_ids, batch_size, max_length, stride, shuffle, drop_last, num_workers
-    )
-
-
-def _window_loader(token_ids, batch_size, max_length, stride, shuffle, drop_last, num_workers=0):
-    dataset = GPTDataset(token_ids, max_length, stride)
     return DataLoader(
-        dataset,
+        GPTDataset(token_ids, max_length, stride),
         batch_size=batch_size,
         shuffle=shuffle,
         drop_last=drop_last,
         num_workers=num_workers,
     )
+
+
+class TokenWindows:
+    """The same windows as GPTDataset over any 1-D token array, a memory map included.
+
+    Only the rows of a batch are read, so a corpus on disk is never loaded whole.
+    """
+
+    def __init__(self, tokens: np.ndarray, context_length: int, stride: int):
+        self.tokens, self.context_length, self.stride = tokens, context_length, stride
+
+    def __len__(self) -> int:
+        spare = len(self.tokens) - self.context_length - 1  # tokens beyond the first window
+        return spare // self.stride + 1 if spare >= 0 else 0
+
+    def batch(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inputs and targets of the windows at `indices`, each (len(indices), context_length)."""
+        span = self.context_length + 1
+        rows = [self.tokens[i * self.stride : i * self.stride + span] for i in indices]
+        windows = torch.from_numpy(np.stack(rows).astype(np.int64))  # (B, context_length + 1)
+        return windows[:, :-1], windows[:, 1:]
 
 
 def read_text(path: str | Path) -> str:
@@ -83,37 +99,3 @@ def split_text(text: str, train_ratio: float = 0.9) -> tuple[str, str]:
     """Split by characters: the first `train_ratio` for training, the rest for validation."""
     split_idx = int(train_ratio * len(text))
     return text[:split_idx], text[split_idx:]
-
-
-def train_val_loaders(
-    text: str,
-    batch_size: int,
-    max_length: int,
-    stride: int,
-    train_ratio: float = 0.9,
-    tokenizer: tiktoken.Encoding | None = None,
-) -> tuple[DataLoader, DataLoader]:
-    """Loaders of the reference run: training shuffled with drop_last, validation in order.
-
-    Raises DataError when either part is too short to give a batch.
-    """
-    tokenizer = tokenizer or get_tokenizer()
-    loaders = []
-    for part, part_text in zip(
-        ("training", "validation"), split_text(text, train_ratio), strict=True
-    ):
-        token_ids = tokenizer.encode(part_text, allowed_special={ENDOFTEXT})
-        if len(token_ids) <= max_length:
-            raise DataError(
-                f"too short: its {part} part has {len(token_ids):,} tokens, "
-                f"one window of {max_length} needs {max_length + 1:,}"
-            )
-        is_train = part == "training"
-        loader = _window_loader(token_ids, batch_size, max_length, stride, is_train, is_train)
-        if len(loader) == 0:
-            raise DataError(
-                f"too short: its {part} part gives {len(loader.dataset)} window(s) "
-                f"of {max_length} tokens, fewer than one batch of {batch_size}"
-            )
-        loaders.append(loader)
-    return loaders[0], loaders[1]

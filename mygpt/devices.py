@@ -1,12 +1,16 @@
-"""Device choice shared by both scripts."""
+"""Device and precision choices shared by both scripts."""
 
 from __future__ import annotations
+
+from contextlib import AbstractContextManager, nullcontext
+from functools import partial
 
 import torch
 
 from .errors import UserError
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+DTYPE_CHOICES = ("float32", "bfloat16")
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -25,3 +29,20 @@ def pick_device(name: str = "auto") -> torch.device:
         return torch.device(name)
     except RuntimeError:
         raise UserError(f"--device {name}: not a device; use one of {DEVICE_CHOICES}") from None
+
+
+def autocast(
+    device: torch.device, dtype: str = "float32"
+) -> partial[AbstractContextManager] | type[nullcontext]:
+    """A factory of contexts running matmuls in `dtype` (weights and optimizer stay float32)."""
+    if dtype == "float32":
+        return nullcontext
+    if dtype == "bfloat16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise UserError("--dtype bfloat16: this GPU does not support it")
+    return partial(torch.autocast, device_type=device.type, dtype=getattr(torch, dtype))
+
+
+def allow_tf32(enabled: bool) -> None:
+    """TF32 matmuls on Ampere+ GPUs: ~10-bit mantissas, several times the float32 speed."""
+    torch.backends.cuda.matmul.allow_tf32 = enabled
+    torch.backends.cudnn.allow_tf32 = enabled

@@ -1,0 +1,204 @@
+"""A training corpus: a text file or a folder of .txt files, as train and validation tokens.
+
+Small inputs are tokenized in memory and split by characters, as in the book. Large ones are
+tokenized once into a uint16 file beside the data (documents separated by <|endoftext|>),
+reused while the sources are unchanged, memory-mapped and split by tokens.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tiktoken
+from tqdm import tqdm
+
+from .data import TokenWindows, read_text, split_text
+from .errors import DataError
+from .tokenizer import ENDOFTEXT, ENDOFTEXT_ID
+
+IN_MEMORY_LIMIT = 16 * 2**20  # bytes of text; more than this goes through a token file
+CACHE_SUFFIX = ".mygpt-tokens"
+_FORMAT = 1  # bump when the token file's layout or the chunking changes
+_CHUNK = 1 << 20  # bytes of text per tokenizer call
+# A cut after a newline that a visible ASCII character follows never splits one of GPT-2's
+# pre-tokens, so encoding the pieces gives exactly the ids of encoding the whole text.
+_SAFE_CUT = re.compile(rb"\n(?=[!-~])")
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """Token ids for training and validation (NumPy arrays, possibly memory maps)."""
+
+    train: np.ndarray
+    val: np.ndarray
+    token_file: Path | None = None  # the cache behind the memory maps, if any
+
+    def windows(
+        self, context_length: int, stride: int, batch_rows: int
+    ) -> tuple[TokenWindows, TokenWindows]:
+        """Train and validation windows; a DataError if either part cannot give a batch."""
+        parts = []
+        for name, tokens, rows in (
+            ("training", self.train, batch_rows),
+            ("validation", self.val, 1),
+        ):
+            if len(tokens) <= context_length:
+                raise DataError(
+                    f"too short: its {name} part has {len(tokens):,} tokens, "
+                    f"one window of {context_length} needs {context_length + 1:,}"
+                )
+            windows = TokenWindows(tokens, context_length, stride)
+            if len(windows) < rows:
+                raise DataError(
+                    f"too short: its {name} part gives {len(windows)} window(s) "
+                    f"of {context_length} tokens, fewer than one batch of {rows}"
+                )
+            parts.append(windows)
+        return parts[0], parts[1]
+
+
+def text_files(path: Path) -> list[Path]:
+    """The file itself, or the .txt files under a folder in a stable (sorted) order."""
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*.txt") if p.is_file())
+        if not files:
+            raise DataError(f"{path}: the folder has no .txt files")
+        return files
+    if not path.exists():
+        raise DataError(f"{path}: no such file")
+    return [path]
+
+
+def load_corpus(
+    path: str | Path,
+    tokenizer: tiktoken.Encoding,
+    train_ratio: float = 0.9,
+    memmap: bool | None = None,
+    log: Callable[[str], None] = print,
+) -> Corpus:
+    """Tokens of a file or folder; `memmap` None decides by size (IN_MEMORY_LIMIT)."""
+    path = Path(path)
+    files = text_files(path)
+    if memmap is None:
+        memmap = sum(f.stat().st_size for f in files) > IN_MEMORY_LIMIT
+    if not memmap:
+        texts = []
+        for f in files:
+            try:
+                texts.append(read_text(f))
+            except DataError as e:
+                raise DataError(f"{f}: {e}") from None
+        train_text, val_text = split_text(ENDOFTEXT.join(texts), train_ratio)
+        encode = lambda text: np.array(tokenizer.encode(text, allowed_special={ENDOFTEXT}))  # noqa: E731
+        return Corpus(encode(train_text), encode(val_text))
+    token_file = cached_token_file(path, files, tokenizer, log)
+    tokens = np.memmap(token_file, dtype=np.uint16, mode="r")
+    split = int(train_ratio * len(tokens))
+    return Corpus(tokens[:split], tokens[split:], token_file)
+
+
+def cached_token_file(
+    path: Path, files: list[Path], tokenizer: tiktoken.Encoding, log: Callable[[str], None] = print
+) -> Path:
+    """The uint16 token file of `files`, made now unless an up-to-date one is beside `path`."""
+    token_file = path.with_name(path.name + CACHE_SUFFIX + ".bin")
+    meta_file = token_file.with_suffix(".json")
+    source = _fingerprint(path, files, tokenizer)
+    try:
+        meta = json.loads(meta_file.read_text())
+        if meta["source"] == source and token_file.stat().st_size == 2 * meta["n_tokens"]:
+            log(f"Using the tokens cached in {token_file} ({meta['n_tokens']:,} tokens)")
+            return token_file
+    except (OSError, ValueError, KeyError):
+        pass  # no cache, or not this one: tokenize
+    start = time.perf_counter()
+    n_tokens = _tokenize_to_file(files, tokenizer, token_file)
+    meta_tmp = meta_file.with_name(meta_file.name + ".tmp")
+    meta_tmp.write_text(json.dumps({"source": source, "n_tokens": n_tokens}, indent=1))
+    os.replace(meta_tmp, meta_file)
+    total = sum(f.stat().st_size for f in files)
+    log(
+        f"Tokenized {total / 1e6:,.1f} MB into {n_tokens:,} tokens in "
+        f"{time.perf_counter() - start:.1f} s: {token_file}"
+    )
+    return token_file
+
+
+def _fingerprint(path: Path, files: list[Path], tokenizer: tiktoken.Encoding) -> dict:
+    """What the token file depends on: each file's name, size and modification time."""
+    stats = [(str(f.relative_to(path)) if f != path else f.name, f.stat()) for f in files]
+    listing = json.dumps([(name, s.st_size, s.st_mtime_ns) for name, s in stats])
+    return {
+        "format": _FORMAT,
+        "tokenizer": tokenizer.name,
+        "files": len(files),
+        "sha256": hashlib.sha256(listing.encode()).hexdigest(),
+    }
+
+
+def _tokenize_to_file(files: list[Path], tokenizer: tiktoken.Encoding, token_file: Path) -> int:
+    """Write the ids of all files, <|endoftext|> between them, as uint16; their number."""
+    assert tokenizer.n_vocab <= 2**16, "ids must fit in uint16"
+    tmp = token_file.with_name(token_file.name + ".tmp")
+    n_tokens = 0
+    total = sum(f.stat().st_size for f in files)
+    threads = os.cpu_count() or 1
+    with (
+        open(tmp, "wb") as out,
+        tqdm(total=total, unit="B", unit_scale=True, desc="Tokenizing", disable=None) as bar,
+    ):
+        for i, f in enumerate(files):
+            if i:
+                out.write(np.array([ENDOFTEXT_ID], dtype=np.uint16).tobytes())
+                n_tokens += 1
+            for texts, n_bytes in _text_chunks(f, batch=threads):
+                for ids in tokenizer.encode_batch(
+                    texts, num_threads=threads, allowed_special={ENDOFTEXT}
+                ):
+                    out.write(np.array(ids, dtype=np.uint16).tobytes())
+                    n_tokens += len(ids)
+                bar.update(n_bytes)
+    os.replace(tmp, token_file)
+    return n_tokens
+
+
+def _text_chunks(path: Path, batch: int) -> Iterator[tuple[list[str], int]]:
+    """Batches of about 1 MB pieces of a file's text, cut where tokenization is unaffected."""
+    offset, texts, n_bytes, rest = 0, [], 0, b""
+    with open(path, "rb") as f:
+        while True:
+            block = f.read(_CHUNK)
+            data = rest + block
+            cut = len(data) if not block else _last_safe_cut(data)
+            piece, rest = data[:cut], data[cut:]
+            if piece:
+                try:
+                    texts.append(piece.decode("utf-8"))
+                except UnicodeDecodeError as e:
+                    where = offset + e.start
+                    raise DataError(
+                        f"{path}: is not UTF-8 text (invalid byte at offset {where})"
+                    ) from None
+                offset += len(piece)
+                n_bytes += len(piece)
+            if len(texts) == batch or (not block and texts):
+                yield texts, n_bytes
+                texts, n_bytes = [], 0
+            if not block:
+                return
+
+
+def _last_safe_cut(data: bytes) -> int:
+    """Just after the last newline followed by a visible ASCII character; 0 if none."""
+    cut = 0
+    for match in _SAFE_CUT.finditer(data, max(0, len(data) - _CHUNK)):
+        cut = match.end()
+    return cut
