@@ -1,8 +1,19 @@
+import numpy as np
 import pytest
 import torch
 from conftest import ROOT
 
-from mygpt import DataError, GPTDataset, create_dataloader, read_text, split_text, train_val_loaders
+from mygpt import (
+    Corpus,
+    DataError,
+    GPTDataset,
+    TokenWindows,
+    create_dataloader,
+    get_tokenizer,
+    load_corpus,
+    read_text,
+    split_text,
+)
 
 
 def test_windows_and_shift():
@@ -29,14 +40,33 @@ def test_dataloader_on_real_text(tokenizer):
     assert x.dtype == torch.long
 
 
-def test_reference_run_loaders(tokenizer):
-    """v1 defaults: 4,612 + 534 tokens give 9 training batches of 2 x 256 and 1 validation batch."""
+def test_reference_run_windows(tokenizer):
+    """v1 defaults: 4,612 + 534 tokens give 18 training and 2 validation windows of 256."""
+    corpus = load_corpus(ROOT / "the-verdict.txt", tokenizer, 0.9)
+    assert (len(corpus.train), len(corpus.val)) == (4612, 534)
+    train, val = corpus.windows(context_length=256, stride=256, batch_rows=2)
+    assert (len(train), len(val)) == (18, 2)
     text = read_text(ROOT / "the-verdict.txt")
-    train, val = train_val_loaders(text, batch_size=2, max_length=256, stride=256)
-    assert (len(train), len(val)) == (9, 1)
-    assert (len(train.dataset), len(val.dataset)) == (18, 2)
     train_text, val_text = split_text(text, 0.9)
     assert len(train_text) == 18431 and train_text + val_text == text
+    assert corpus.train.tolist() == tokenizer.encode(train_text)
+
+
+def test_token_windows_equal_the_dataset():
+    """TokenWindows reads the same windows as the book's GPTDataset, from any array."""
+    ids = np.arange(1000, 1100, dtype=np.uint16)
+    for length, stride in [(4, 3), (10, 10), (7, 1), (99, 5)]:
+        windows, dataset = (
+            TokenWindows(ids, length, stride),
+            GPTDataset(ids.tolist(), length, stride),
+        )
+        assert len(windows) == len(dataset)
+        picks = [len(dataset) - 1, 0, len(dataset) // 2]
+        x, y = windows.batch(picks)
+        assert x.dtype == torch.long and x.shape == (3, length)
+        assert x.tolist() == [dataset[i][0].tolist() for i in picks]
+        assert y.tolist() == [dataset[i][1].tolist() for i in picks]
+    assert len(TokenWindows(ids[:4], 4, 1)) == 0 and len(TokenWindows(ids[:5], 4, 1)) == 1
 
 
 @pytest.mark.parametrize(
@@ -56,14 +86,21 @@ def test_read_text_errors(tmp_path, content, message):
         read_text(path)
 
 
+def _windows(text, batch_rows, length=32):
+    train_text, val_text = split_text(text, 0.9)
+    encode = get_tokenizer().encode
+    corpus = Corpus(np.array(encode(train_text)), np.array(encode(val_text)))
+    return corpus.windows(length, length, batch_rows)
+
+
 def test_too_short_parts_are_reported():
     with pytest.raises(DataError, match="training part has 9 tokens"):
-        train_val_loaders("one two three four five six seven eight nine ten", 2, 16, 16)
+        _windows("one two three four five six seven eight nine ten", 2, length=16)
     text = "word " * 200  # the last 100 characters: " word" 20 times and a trailing " "
     with pytest.raises(DataError, match="validation part has 21 tokens"):
-        train_val_loaders(text, batch_size=1, max_length=32, stride=32)
+        _windows(text, batch_rows=1)
     # 400 words: 360 training tokens make 11 windows of 32, not a full batch of 16.
     with pytest.raises(
         DataError, match="gives 11 window.s. of 32 tokens, fewer than one batch of 16"
     ):
-        train_val_loaders(text * 2, batch_size=16, max_length=32, stride=32)
+        _windows(text * 2, batch_rows=16)

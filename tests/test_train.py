@@ -1,44 +1,166 @@
-import math
-
+import numpy as np
+import pytest
 import torch
 from conftest import ROOT
+from torch.utils.data import DataLoader
 
 from mygpt import (
+    Corpus,
     GPTConfig,
+    GPTDataset,
     GPTModel,
+    Trainer,
+    TrainSettings,
+    calc_loss_batch,
     calc_loss_loader,
+    load_corpus,
+    lr_at,
     make_optimizer,
-    read_text,
-    train_model,
-    train_val_loaders,
 )
 
+CFG = GPTConfig(context_length=32, emb_dim=32, n_heads=4, n_layers=2, drop_rate=0.1)
 
-def test_short_training_lowers_the_loss(tokenizer):
-    text = read_text(ROOT / "the-verdict.txt")[:6000]
-    torch.manual_seed(123)
-    train_loader, val_loader = train_val_loaders(text, batch_size=4, max_length=32, stride=32)
-    cfg = GPTConfig(context_length=32, emb_dim=48, n_heads=4, n_layers=2, drop_rate=0.0)
+
+@pytest.fixture(scope="module")
+def corpus(tokenizer):
+    return load_corpus(ROOT / "the-verdict.txt", tokenizer, 0.9)
+
+
+def make_trainer(corpus, settings, cfg=CFG, seed=123, **kwargs):
+    torch.manual_seed(seed)
     model = GPTModel(cfg)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.1)
-    before = calc_loss_loader(train_loader, model.eval(), "cpu")
-    assert abs(before - math.log(50257)) < 1.0
-    evals, epochs_ended, steps = [], [], []
-    history = train_model(
-        model, train_loader, val_loader, optimizer, "cpu", num_epochs=3, eval_freq=4, eval_iter=2,
-        on_step=lambda e, s: steps.append(s),
-        on_eval=lambda *a: evals.append(a),
-        on_epoch_end=epochs_ended.append,
-    )  # fmt: skip
-    n_steps = 3 * len(train_loader)
-    assert steps == list(range(n_steps))
-    assert epochs_ended == [1, 2, 3]
-    assert [e[1] for e in evals] == list(range(0, n_steps, 4))
-    assert history.train_losses == [e[2] for e in evals]
-    assert history.tokens_seen == [(s + 1) * 4 * 32 for s in range(0, n_steps, 4)]
-    after = calc_loss_loader(train_loader, model.eval(), "cpu")
-    assert after < before - 2.0
-    assert history.train_losses[-1] < history.train_losses[0] - 2.0
+    optimizer = make_optimizer(
+        model, settings.lr, settings.weight_decay, "cpu", settings.decay_matrices_only
+    )
+    train, val = corpus.windows(cfg.context_length, cfg.context_length, settings.batch_size)
+    return Trainer(model, optimizer, train, val, settings, torch.device("cpu"), **kwargs)
+
+
+def book_train_model_simple(model, train_loader, val_loader, optimizer, num_epochs, eval_freq,
+                            eval_iter):  # fmt: skip
+    """The book's loop (chapter 5), written independently of mygpt.train, as the reference."""
+    train_losses, val_losses, global_step = [], [], -1
+    for _ in range(num_epochs):
+        model.train()
+        for input_batch, target_batch in train_loader:
+            optimizer.zero_grad()
+            loss = calc_loss_batch(input_batch, target_batch, model, "cpu")
+            loss.backward()
+            optimizer.step()
+            global_step += 1
+            if global_step % eval_freq == 0:
+                model.eval()
+                with torch.no_grad():
+                    train_losses.append(calc_loss_loader(train_loader, model, "cpu", eval_iter))
+                    val_losses.append(calc_loss_loader(val_loader, model, "cpu", eval_iter))
+                model.train()
+    return train_losses, val_losses
+
+
+def test_trainer_reproduces_the_books_dataloader_loop(corpus):
+    """Same seed, same dropout masks, same batches: the losses and weights are bit-identical."""
+    corpus = Corpus(corpus.train[:2000], corpus.val)  # 62 windows: 15 steps an epoch
+    settings = TrainSettings(batch_size=4, epochs=2, eval_freq=4, eval_iter=2, lr=2e-3)
+    trainer = make_trainer(corpus, settings)
+    trainer.run()
+
+    torch.manual_seed(123)
+    model = GPTModel(CFG)
+    optimizer = make_optimizer(model, settings.lr, settings.weight_decay, "cpu")
+    loaders = [
+        DataLoader(GPTDataset(tokens, 32, 32), batch_size=4, shuffle=shuffle, drop_last=shuffle)
+        for tokens, shuffle in ((corpus.train, True), (corpus.val, False))
+    ]
+    train_losses, val_losses = book_train_model_simple(model, *loaders, optimizer, 2, 4, 2)
+
+    assert trainer.state.train_losses == train_losses
+    assert trainer.state.val_losses == val_losses
+    assert len(train_losses) == 8  # after steps 0, 4, ..., 28
+    assert train_losses[-1] < train_losses[0] - 0.5
+    for a, b in zip(trainer.model.parameters(), model.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_gradient_accumulation_matches_a_larger_batch(corpus):
+    """4 windows at once, 2 x 2 accumulated, or 4 x 1: the same steps up to round-off."""
+    cfg = GPTConfig(context_length=32, emb_dim=32, n_heads=4, n_layers=2, drop_rate=0.0)
+    runs = []
+    for batch_size, accum in [(4, 1), (2, 2), (1, 4)]:
+        settings = TrainSettings(batch_size=batch_size, grad_accum=accum, max_steps=6,
+                                 eval_freq=2, eval_iter=1, lr=1e-3)  # fmt: skip
+        trainer = make_trainer(corpus, settings, cfg)
+        trainer.run()
+        runs.append(trainer)
+    for other in runs[1:]:
+        assert other.state.tokens_seen == runs[0].state.tokens_seen == 6 * 4 * 32
+        for a, b in zip(other.model.parameters(), runs[0].model.parameters(), strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=2e-5)
+
+
+def test_resume_continues_exactly(corpus):
+    """Stopped after step 5, saved, restored into a new model: the rest is the same run."""
+    settings = TrainSettings(batch_size=4, max_steps=14, eval_freq=2, eval_iter=2,
+                             warmup_steps=3, lr_decay="cosine", grad_clip=1.0)  # fmt: skip
+    whole = make_trainer(corpus, settings)
+    assert whole.run()
+
+    first = make_trainer(corpus, settings)
+    assert not first.run(stop=lambda: first.state.step == 5)
+    saved = first.state_dict()
+    assert saved["state"]["step"] == 5
+    second = make_trainer(corpus, settings, seed=999)  # other weights until restored
+    second.load_state_dict(saved)
+    assert second.run()
+
+    assert second.state.train_losses == whole.state.train_losses
+    assert second.state.val_losses == whole.state.val_losses
+    for a, b in zip(second.model.parameters(), whole.model.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_resume_refuses_other_data(corpus):
+    settings = TrainSettings(batch_size=4, max_steps=2)
+    saved = make_trainer(corpus, settings).state_dict()
+    other = make_trainer(Corpus(corpus.train[:-100], corpus.val), settings)
+    with pytest.raises(Exception, match="other data"):
+        other.load_state_dict(saved)
+
+
+def test_learning_rate_schedule():
+    s = TrainSettings(lr=1e-3, warmup_steps=4, lr_decay="cosine", min_lr=1e-4)
+    lrs = [lr_at(step, s, total_steps=14) for step in range(15)]
+    assert lrs[:4] == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3])
+    assert lrs[4] == pytest.approx(1e-3)
+    assert lrs[9] == pytest.approx(5.5e-4)  # half way: the mean of lr and min_lr
+    assert lrs[14] == pytest.approx(1e-4)
+    assert all(a >= b for a, b in zip(lrs[4:], lrs[5:], strict=False))
+    assert lr_at(100, TrainSettings(lr=3e-4), 10) == 3e-4  # the book's constant rate
+
+
+def test_weight_decay_on_matrices_only():
+    model = GPTModel(CFG)
+    everything = make_optimizer(model, 1e-3, 0.1, "cpu")
+    assert [g["weight_decay"] for g in everything.param_groups] == [0.1]
+    split = make_optimizer(model, 1e-3, 0.1, "cpu", decay_matrices_only=True)
+    decayed, not_decayed = split.param_groups
+    assert decayed["weight_decay"] == 0.1 and not_decayed["weight_decay"] == 0.0
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert {names[id(p)].split(".")[-1] for p in not_decayed["params"]} == {
+        "scale",
+        "shift",
+        "bias",
+    }
+    assert "tok_emb.weight" in {names[id(p)] for p in decayed["params"]}
+    assert len(decayed["params"]) + len(not_decayed["params"]) == len(names)
+
+
+def test_gradient_clipping(corpus):
+    settings = TrainSettings(batch_size=4, max_steps=1, grad_clip=0.05)
+    trainer = make_trainer(corpus, settings)
+    trainer.run()
+    grads = [p.grad for p in trainer.model.parameters()]
+    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+    assert norm.item() == pytest.approx(0.05, rel=1e-4)  # untrained: far above 0.05 before
 
 
 def test_fused_optimizer_matches_plain_adamw():
@@ -64,3 +186,17 @@ def test_fused_optimizer_matches_plain_adamw():
         losses.append(run)
     torch.testing.assert_close(losses[1], losses[0], rtol=0, atol=1e-5)
     assert losses[0][-1] < losses[0][0] - 0.1
+
+
+def test_bfloat16_autocast_trains(corpus):
+    """bfloat16 autocast: weights stay float32 and the losses follow float32's closely."""
+    from mygpt.devices import autocast
+
+    losses = []
+    for dtype in ("float32", "bfloat16"):
+        settings = TrainSettings(batch_size=4, max_steps=8, eval_freq=7, eval_iter=2, lr=1e-3)
+        trainer = make_trainer(corpus, settings, autocast=autocast(torch.device("cpu"), dtype))
+        trainer.run()
+        assert trainer.model.tok_emb.weight.dtype == torch.float32
+        losses.append(np.array(trainer.state.train_losses))
+    assert np.abs(losses[1] - losses[0]).max() < 0.05
