@@ -12,7 +12,6 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 import torch
 from tqdm import tqdm
@@ -101,14 +100,18 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def parse_args(argv: list[str] | None = None, defaults: dict[str, Any] | None = None):
-    """Flags; with `defaults` (a checkpoint's flags), those not given keep the saved values."""
+def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, dict | None]:
+    """Flags, and the checkpoint of --resume, whose saved flags are the defaults then."""
     p = build_parser()
-    if defaults:
-        p.set_defaults(**{k: v for k, v in defaults.items() if k != "resume"})
     args = p.parse_args(argv)
-    if isinstance(args.data, str):  # a saved default comes back as text
-        args.data, args.output_dir = Path(args.data), Path(args.output_dir)
+    checkpoint = None
+    if args.resume:
+        checkpoint = load_checkpoint(args.resume)
+        if "args" not in checkpoint:
+            raise UserError(f"{args.resume}: not a checkpoint of this script")
+        p.set_defaults(**{k: v for k, v in checkpoint["args"].items() if k != "resume"})
+        args = p.parse_args(argv)
+        args.data, args.output_dir = Path(args.data), Path(args.output_dir)  # saved as text
     if not 0.0 < args.train_ratio < 1.0:
         p.error("--train-ratio must be between 0 and 1")
     if args.emb_dim % args.n_heads:  # both are positive: positive_int saw to that
@@ -122,17 +125,11 @@ def parse_args(argv: list[str] | None = None, defaults: dict[str, Any] | None = 
     for flag in ("warmup_steps", "sample_every", "save_every"):
         if getattr(args, flag) < 0:
             p.error(f"--{flag.replace('_', '-')} must be >= 0")
-    return args
+    return args, checkpoint
 
 
 def main() -> int:
-    args = parse_args()
-    checkpoint = None
-    if args.resume:
-        checkpoint = load_checkpoint(args.resume)
-        if "args" not in checkpoint:
-            raise UserError(f"{args.resume}: not a checkpoint of this script")
-        args = parse_args(defaults=checkpoint["args"])
+    args, checkpoint = parse_args()
     dist, device = init_distributed(pick_device(args.device))
     try:
         return train(args, checkpoint, dist, device)
@@ -152,10 +149,10 @@ def train(args: argparse.Namespace, checkpoint: dict | None, dist: Dist, device)
         qkv_bias=args.qkv_bias,
     )
     if checkpoint:
-        changed = [f"--{k.replace('_', '-')}" for k in SHAPE_FLAGS
-                   if checkpoint["config"][k] != asdict(cfg)[k]]  # fmt: skip
+        changed = [f"--{k.replace('_', '-')} {checkpoint['config'][k]}, not {getattr(cfg, k)}"
+                   for k in SHAPE_FLAGS if checkpoint["config"][k] != getattr(cfg, k)]  # fmt: skip
         if changed:
-            raise UserError(f"--resume: {', '.join(changed)} differ from the checkpoint's model")
+            raise UserError(f"--resume: the checkpoint's model has {'; '.join(changed)}")
     if args.output_dir.exists() and not args.output_dir.is_dir():
         raise UserError(f"--output-dir {args.output_dir}: exists and is not a directory")
     allow_tf32(args.tf32)

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import torch
 
-from mygpt import get_tokenizer
+from mygpt import get_tokenizer, load_trained_model
 from mygpt.chat import chat
 from mygpt.cli import banner, positive_int, run_main
 from mygpt.config import GPT2_SIZES
-from mygpt.devices import DEVICE_CHOICES, pick_device
+from mygpt.devices import DEVICE_CHOICES, DTYPE_CHOICES, allow_tf32, autocast, pick_device
 from mygpt.pretrained import RetryPolicy, default_models_dir, download_gpt2, load_gpt2
 from mygpt.pretrained.download import download_size
 
@@ -32,6 +32,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=Path,
         help="load this local folder in OpenAI's (or the hub's) layout; no download",
     )
+    p.add_argument(
+        "--checkpoint",
+        type=Path,
+        help="complete with a model trained by MyGPT_v1_local-train.py "
+        "(its model.safetensors or checkpoint.pt); no download",
+    )
     p.add_argument("--base-url", help="download from this server: {URL}/{size}/{file}")
     p.add_argument(
         "--source",
@@ -45,7 +51,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--top-p", type=float, help="sample within this probability mass (nucleus)")
     p.add_argument("--seed", type=int, help="same seed, same completions (default: random)")
     p.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="auto: cuda, mps, cpu")
+    p.add_argument(
+        "--dtype", default="float32", choices=DTYPE_CHOICES, help="autocast matmuls to this"
+    )
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--tf32", action="store_true", help="TF32 matmuls for float32 on CUDA")
     args = p.parse_args(argv)
+    if args.checkpoint and args.checkpoint_dir:
+        p.error("--checkpoint and --checkpoint-dir: give one of them")
     if args.temperature < 0:
         p.error("--temperature must be >= 0")
     if args.top_p is not None and not 0.0 < args.top_p <= 1.0:
@@ -58,35 +71,47 @@ def main() -> None:
     # Prompts are text; a stray byte from a terminal or a pipe must not end the chat.
     sys.stdin.reconfigure(errors="replace")
     device = pick_device(args.device)
+    allow_tf32(args.tf32)
+    precision = autocast(device, args.dtype)
     print(banner("PRETRAINED GPT MODEL"))
     print()
-    if args.checkpoint_dir:
-        folder = args.checkpoint_dir
+    if args.checkpoint:
+        model = load_trained_model(args.checkpoint, device)
+        print(f"Loaded {args.checkpoint} ({model.num_parameters():,} parameters)\n")
     else:
-        size = None if args.base_url else download_size(args.model_size, args.source)
-        folder = download_gpt2(
-            args.model_size,
-            args.models_dir,
-            args.base_url,
-            args.source,
-            RetryPolicy(),
-            on_start=lambda: print(
-                f"Downloading model weights for the {args.model_size} parameter model"
-                f"{f' (≈{size / 1e6:.0f} MB)' if size else ''}...\n"
-            ),
-        )
-    model = load_gpt2(folder, device)
+        model = load_gpt2(openai_checkpoint(args), device)
+    if args.compile:
+        model = torch.compile(model, dynamic=True)  # prompts and the cache change lengths
     generator = None
     if args.seed is not None:
         generator = torch.Generator(device=device).manual_seed(args.seed)
-    chat(
-        model,
-        get_tokenizer(),
-        max_new_tokens=args.max_new_tokens,
-        temperature=args.temperature,
-        top_k=args.top_k,
-        top_p=args.top_p,
-        generator=generator,
+    with precision():
+        chat(
+            model,
+            get_tokenizer(),
+            max_new_tokens=args.max_new_tokens,
+            temperature=args.temperature,
+            top_k=args.top_k,
+            top_p=args.top_p,
+            generator=generator,
+        )
+
+
+def openai_checkpoint(args: argparse.Namespace) -> Path:
+    """The folder of the GPT-2 checkpoint to load: given, or downloaded (cached) now."""
+    if args.checkpoint_dir:
+        return args.checkpoint_dir
+    size = None if args.base_url else download_size(args.model_size, args.source)
+    return download_gpt2(
+        args.model_size,
+        args.models_dir,
+        args.base_url,
+        args.source,
+        RetryPolicy(),
+        on_start=lambda: print(
+            f"Downloading model weights for the {args.model_size} parameter model"
+            f"{f' (≈{size / 1e6:.0f} MB)' if size else ''}...\n"
+        ),
     )
 
 

@@ -4,9 +4,9 @@ import re
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
+import torch
 from conftest import ROOT, default_sigint
 
 from mygpt import load_model
@@ -111,18 +111,89 @@ def test_bad_flags(flags, message):
     assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr
 
 
-def test_ctrl_c_is_a_short_message(tmp_path):
+def evals(stdout: str) -> list[str]:
+    return [line for line in stdout.splitlines() if line.startswith("Ep ")]
+
+
+def test_ctrl_c_saves_a_checkpoint_and_resume_continues_the_run(two_epochs, tmp_path):
+    """Interrupted early, then resumed: the rest of the output is the uninterrupted run's."""
     proc = subprocess.Popen(
-        [sys.executable, str(SCRIPT), "--epochs", "50", "--output-dir", tmp_path, *TINY_FLAGS],
+        [sys.executable, str(SCRIPT), "--epochs", "2", "--output-dir", tmp_path, *TINY_FLAGS],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         preexec_fn=default_sigint,
     )  # fmt: skip
     try:
-        assert proc.stdout.readline()  # it has started printing: we are past the imports
-        time.sleep(1)
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
+        for line in proc.stdout:
+            if line.startswith("Ep 1 (Step 000000)"):  # training, past the first step
+                proc.send_signal(signal.SIGINT)
+                break
+        out, err = proc.communicate(timeout=120)
     finally:
         proc.kill()
-    assert proc.returncode == 130
-    assert err.strip() == "Interrupted."
+    checkpoint = tmp_path / "checkpoint.pt"
+    assert proc.returncode == 130, err
+    m = re.search(r"Interrupted after step (\d+) of 18; checkpoint saved to (.+)\n", err)
+    assert m and m[2] == str(checkpoint) and checkpoint.is_file()
+    assert err.splitlines()[-1] == f"Continue with: --resume {checkpoint}"
+    assert "Stopping after this step" in err and "Traceback" not in err
+    stopped_at = int(m[1])
+    assert 1 <= stopped_at < 18
+
+    resumed = run("--resume", checkpoint)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"Resuming from {checkpoint} at step {stopped_at} of 18" in resumed.stdout
+    full = two_epochs[1].stdout
+    later = [e for e in evals(full) if int(e.split("Step ")[1][:6]) >= stopped_at]
+    assert evals(resumed.stdout) == later
+    samples = [line for line in resumed.stdout.splitlines() if line.startswith(">>> ")]
+    assert (
+        samples == [line for line in full.splitlines() if line.startswith(">>> ")][-len(samples) :]
+    )
+    weights = load_model(tmp_path / "model.safetensors").state_dict()
+    for name, value in load_model(two_epochs[0] / "model.safetensors").state_dict().items():
+        assert torch.equal(weights[name], value), name
+
+
+def test_resume_rejects_a_changed_model_shape(two_epochs, tmp_path):
+    out = run("--epochs", "1", "--save-every", "100", "--output-dir", tmp_path, *TINY_FLAGS)
+    assert out.returncode == 0, out.stderr
+    bad = run("--resume", tmp_path / "checkpoint.pt", "--emb-dim", "64")
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert bad.stderr == "error: --resume: the checkpoint's model has --emb-dim 32, not 64\n"
+    missing = run("--resume", tmp_path / "nothing.pt")
+    assert (
+        missing.returncode == 2
+        and missing.stderr == f"error: {tmp_path / 'nothing.pt'}: no such file\n"
+    )
+
+
+def test_two_gloo_processes_follow_one_process(tmp_path):
+    """torchrun, 2 CPU processes x 2 windows = 1 process x 4 windows; resume works under DDP."""
+    flags = [*TINY_FLAGS, "--drop-rate", "0", "--save-every", "4"]  # flags after these win
+    single = run(*flags, "--batch-size", "4", "--max-steps", "8", "--output-dir", tmp_path / "one")
+    assert single.returncode == 0, single.stderr
+
+    def torchrun(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+             str(SCRIPT), *map(str, args)],
+            cwd=ROOT, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+
+    ddp_dir = tmp_path / "ddp"
+    first = torchrun(*flags, "--batch-size", "2", "--max-steps", "4", "--output-dir", ddp_dir)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.count("UNTRAINED GPT MODEL") == 1  # only rank 0 prints
+    assert "parameters, on cpu, 2 processes)" in first.stdout
+    resumed = torchrun("--resume", ddp_dir / "checkpoint.pt", "--max-steps", "8")
+    assert resumed.returncode == 0, resumed.stderr
+    assert evals(first.stdout) + evals(resumed.stdout) == evals(single.stdout)
+
+    one = torch.load(tmp_path / "one" / "checkpoint.pt", weights_only=True)
+    two = torch.load(ddp_dir / "checkpoint.pt", weights_only=True)
+    assert one["state"]["step"] == two["state"]["step"] == 8
+    assert len(two["rng"]) == 2  # each process's random state, to resume it exactly
+    for key in ("train_losses", "val_losses"):
+        torch.testing.assert_close(two["state"][key], one["state"][key], rtol=0, atol=1e-5)
+    for name, value in one["model"].items():
+        torch.testing.assert_close(two["model"][name], value, rtol=0, atol=1e-5)
