@@ -6,10 +6,23 @@ import socket
 import subprocess
 import sys
 
+import torch
 from conftest import ROOT, default_sigint
 from http_server import FileServer
 
-from mygpt import complete_text, get_tokenizer, load_gpt2
+from mygpt import (
+    GPTConfig,
+    GPTModel,
+    Trainer,
+    TrainSettings,
+    complete_text,
+    get_tokenizer,
+    load_corpus,
+    load_gpt2,
+    make_optimizer,
+    save_checkpoint,
+    save_model,
+)
 
 SCRIPT = ROOT / "MyGPT_v2_pretrained.py"
 HEADER = "MyGPT: Please enter a sentence to complete (enter 'exit' to end chat)"
@@ -133,3 +146,38 @@ def test_user_errors_are_one_line(tmp_path):
 
     bad_size = run("--model-size", "7B")
     assert bad_size.returncode == 2 and "invalid choice: '7B'" in bad_size.stderr.decode()
+
+
+def test_completes_with_a_model_trained_by_v1(tmp_path, tokenizer):
+    """--checkpoint takes v1's model.safetensors or its training checkpoint; the chat is as ever."""
+
+    cfg = GPTConfig(context_length=32, emb_dim=32, n_heads=2, n_layers=2)
+    torch.manual_seed(1)
+    model = GPTModel(cfg)
+    train, val = load_corpus(ROOT / "the-verdict.txt", tokenizer).windows(32, 32, 2)
+    settings = TrainSettings(max_steps=3)
+    optimizer = make_optimizer(model, settings.lr, settings.weight_decay, "cpu")
+    trainer = Trainer(model, optimizer, train, val, settings, torch.device("cpu"))
+    trainer.run()
+    save_model(model, tmp_path / "model.safetensors")
+    save_checkpoint(trainer.state_dict(), tmp_path / "checkpoint.pt")
+    expected = complete_text(model, tokenizer, "Every effort moves you", 12)
+
+    for name in ("model.safetensors", "checkpoint.pt"):
+        out = run("--checkpoint", tmp_path / name, "--temperature", "0", "--max-new-tokens", "12",
+                  stdin="Every effort moves you\n")  # fmt: skip
+        assert out.returncode == 0, out.stderr.decode()
+        assert out.stdout.decode().splitlines()[3:] == [
+            "",
+            f"Loaded {tmp_path / name} (1,741,632 parameters)",
+            "",
+            HEADER,
+            "> Every effort moves you",
+            f"MyGPT: {expected}",
+        ]
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    bad = run("--checkpoint", tmp_path / "junk.pt")
+    assert bad.returncode == 2 and bad.stderr.decode().startswith(
+        f"error: {tmp_path / 'junk.pt'}: "
+    )
+    assert "Traceback" not in bad.stderr.decode()
