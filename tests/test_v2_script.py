@@ -165,15 +165,16 @@ def test_completes_with_a_model_trained_by_v1(tmp_path, tokenizer):
 
     for name in ("model.safetensors", "checkpoint.pt"):
         out = run("--checkpoint", tmp_path / name, "--temperature", "0", "--max-new-tokens", "12",
-                  stdin="Every effort moves you\n")  # fmt: skip
+                  stdin="Every effort moves you\nexit\n")  # fmt: skip
         assert out.returncode == 0, out.stderr.decode()
         assert out.stdout.decode().splitlines()[3:] == [
             "",
-            f"Loaded {tmp_path / name} (1,741,632 parameters)",
+            f"Loaded {tmp_path / name} (3,242,752 parameters)",
             "",
             HEADER,
             "> Every effort moves you",
             f"MyGPT: {expected}",
+            "> exit",
         ]
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     bad = run("--checkpoint", tmp_path / "junk.pt")
