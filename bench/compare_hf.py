@@ -215,13 +215,21 @@ def peak_memory_child(impl: str, quick: bool) -> None:
 
 
 def peak_memory(quick: bool) -> dict:
-    out = {}
-    for impl in ("MyGPT", "transformers"):
-        child = subprocess.run(
+    """Peak RSS of each implementation, each in its own fresh process (run side by side)."""
+    children = {
+        impl: subprocess.Popen(
             [sys.executable, __file__, "--peak-memory-child", impl] + ["--quick"] * quick,
-            capture_output=True, text=True, check=True,
+            stdout=subprocess.PIPE,
+            text=True,
         )  # fmt: skip
-        out[impl] = {"peak_rss_bytes": int(child.stdout.split()[-1])}
+        for impl in ("MyGPT", "transformers")
+    }
+    out = {}
+    for impl, child in children.items():
+        stdout, _ = child.communicate()
+        if child.returncode:
+            raise RuntimeError(f"the peak-memory child for {impl} failed")
+        out[impl] = {"peak_rss_bytes": int(stdout.split()[-1])}
     return out
 
 
