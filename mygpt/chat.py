@@ -73,8 +73,8 @@ def chat(model: GPTModel, tokenizer: tiktoken.Encoding, stdin: TextIO | None = N
 
     Ends at an exit word, at the end of input, or at Ctrl-C: all of them a normal way to leave.
     """
-    print("MyGPT: Please enter a sentence to complete (enter 'exit' to end chat)")
-    try:
+    try:  # from the first line on: Ctrl-C right after it must not be a traceback either
+        print("MyGPT: Please enter a sentence to complete (enter 'exit' to end chat)")
         for prompt in prompts(read_lines(stdin=stdin)):
             print(f"MyGPT: {prompt}", end="", flush=True)
             for piece in stream_completion(model, tokenizer, prompt, **sampling):
