@@ -120,10 +120,13 @@ def cached_token_file(
     except (OSError, ValueError, KeyError):
         pass  # no cache, or not this one: tokenize
     start = time.perf_counter()
-    n_tokens = _tokenize_to_file(files, tokenizer, token_file)
-    meta_tmp = meta_file.with_name(meta_file.name + ".tmp")
-    meta_tmp.write_text(json.dumps({"source": source, "n_tokens": n_tokens}, indent=1))
-    os.replace(meta_tmp, meta_file)
+    try:
+        n_tokens = _tokenize_to_file(files, tokenizer, token_file)
+        meta_tmp = meta_file.with_name(meta_file.name + ".tmp")
+        meta_tmp.write_text(json.dumps({"source": source, "n_tokens": n_tokens}, indent=1))
+        os.replace(meta_tmp, meta_file)
+    except OSError as e:  # a read-only or a full disk, most likely
+        raise DataError(f"{path}: cannot make its token file {token_file} ({e.strerror})") from None
     total = sum(f.stat().st_size for f in files)
     log(
         f"Tokenized {total / 1e6:,.1f} MB into {n_tokens:,} tokens in "
@@ -151,21 +154,25 @@ def _tokenize_to_file(files: list[Path], tokenizer: tiktoken.Encoding, token_fil
     n_tokens = 0
     total = sum(f.stat().st_size for f in files)
     threads = os.cpu_count() or 1
-    with (
-        open(tmp, "wb") as out,
-        tqdm(total=total, unit="B", unit_scale=True, desc="Tokenizing", disable=None) as bar,
-    ):
-        for i, f in enumerate(files):
-            if i:
-                out.write(np.array([ENDOFTEXT_ID], dtype=np.uint16).tobytes())
-                n_tokens += 1
-            for texts, n_bytes in _text_chunks(f, batch=threads):
-                for ids in tokenizer.encode_batch(
-                    texts, num_threads=threads, allowed_special={ENDOFTEXT}
-                ):
-                    out.write(np.array(ids, dtype=np.uint16).tobytes())
-                    n_tokens += len(ids)
-                bar.update(n_bytes)
+    try:
+        with (
+            open(tmp, "wb") as out,
+            tqdm(total=total, unit="B", unit_scale=True, desc="Tokenizing", disable=None) as bar,
+        ):
+            for i, f in enumerate(files):
+                if i:
+                    out.write(np.array([ENDOFTEXT_ID], dtype=np.uint16).tobytes())
+                    n_tokens += 1
+                for texts, n_bytes in _text_chunks(f, batch=threads):
+                    for ids in tokenizer.encode_batch(
+                        texts, num_threads=threads, allowed_special={ENDOFTEXT}
+                    ):
+                        out.write(np.array(ids, dtype=np.uint16).tobytes())
+                        n_tokens += len(ids)
+                    bar.update(n_bytes)
+    except BaseException:  # bad text, a full disk, Ctrl-C: leave no partial file behind
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, token_file)
     return n_tokens
 

@@ -1,5 +1,7 @@
 """Corpora on disk: a file or a folder tokenized once into a uint16 file, memory-mapped."""
 
+import errno
+
 import numpy as np
 import pytest
 
@@ -76,4 +78,17 @@ def test_bad_inputs(tmp_path, tokenizer, small_chunks):
         DataError, match=r"bad.txt: is not UTF-8 text \(invalid byte at offset 1000\)"
     ):
         load_corpus(bad, tokenizer, memmap=True)
-    assert not (tmp_path / "bad.txt.mygpt-tokens.bin").exists()
+    assert not list(tmp_path.glob("bad.txt.mygpt-tokens*"))  # no partial file left
+
+
+def test_unwritable_cache_is_one_line(tmp_path, tokenizer, monkeypatch):
+    def read_only(*args):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(mygpt.corpus, "_tokenize_to_file", read_only)
+    (tmp_path / "story.txt").write_text(STORY)
+    with pytest.raises(
+        DataError,
+        match=r"story.txt: cannot make its token file .*tokens\.bin \(Read-only file system\)",
+    ):
+        load_corpus(tmp_path / "story.txt", tokenizer, memmap=True)
