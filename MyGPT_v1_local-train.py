@@ -10,13 +10,22 @@ import argparse
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-from mygpt import GPTConfig, GPTModel, UserError, complete_text, get_tokenizer, save_model
+from mygpt import (
+    GPTConfig,
+    GPTModel,
+    TokenWindows,
+    UserError,
+    complete_text,
+    get_tokenizer,
+    save_model,
+)
 from mygpt.checkpoint import load_checkpoint, save_checkpoint
 from mygpt.cli import GracefulStop, banner, positive_int, run_main
 from mygpt.corpus import IN_MEMORY_LIMIT, load_corpus
@@ -137,9 +146,8 @@ def main() -> int:
         shutdown_distributed(dist)
 
 
-def train(args: argparse.Namespace, checkpoint: dict | None, dist: Dist, device) -> int:
-    say = print if dist.is_main else lambda *a, **k: None
-    cfg = GPTConfig(
+def model_config(args: argparse.Namespace) -> GPTConfig:
+    return GPTConfig(
         vocab_size=50257,
         context_length=args.context_length,
         emb_dim=args.emb_dim,
@@ -148,15 +156,10 @@ def train(args: argparse.Namespace, checkpoint: dict | None, dist: Dist, device)
         drop_rate=args.drop_rate,
         qkv_bias=args.qkv_bias,
     )
-    if checkpoint:
-        changed = [f"--{k.replace('_', '-')} {checkpoint['config'][k]}, not {getattr(cfg, k)}"
-                   for k in SHAPE_FLAGS if checkpoint["config"][k] != getattr(cfg, k)]  # fmt: skip
-        if changed:
-            raise UserError(f"--resume: the checkpoint's model has {'; '.join(changed)}")
-    if args.output_dir.exists() and not args.output_dir.is_dir():
-        raise UserError(f"--output-dir {args.output_dir}: exists and is not a directory")
-    allow_tf32(args.tf32)
-    settings = TrainSettings(
+
+
+def train_settings(args: argparse.Namespace) -> TrainSettings:
+    return TrainSettings(
         batch_size=args.batch_size,
         grad_accum=args.grad_accum,
         epochs=args.epochs,
@@ -172,7 +175,11 @@ def train(args: argparse.Namespace, checkpoint: dict | None, dist: Dist, device)
         eval_iter=args.eval_iter,
     )
 
-    tokenizer = get_tokenizer()
+
+def load_windows(
+    args: argparse.Namespace, cfg: GPTConfig, tokenizer, dist: Dist, say: Callable
+) -> tuple[TokenWindows, TokenWindows]:
+    """Training and validation windows of --data; rank 0 makes any token file first."""
     if not dist.is_main:
         dist.barrier()  # rank 0 tokenizes into the cache first; the others then read it
     try:
@@ -188,6 +195,22 @@ def train(args: argparse.Namespace, checkpoint: dict | None, dist: Dist, device)
     finally:
         if dist.is_main:
             dist.barrier()
+    return train_windows, val_windows
+
+
+def train(args: argparse.Namespace, checkpoint: dict | None, dist: Dist, device) -> int:
+    say = print if dist.is_main else lambda *a, **k: None
+    cfg = model_config(args)
+    if checkpoint:
+        changed = [f"--{k.replace('_', '-')} {checkpoint['config'][k]}, not {getattr(cfg, k)}"
+                   for k in SHAPE_FLAGS if checkpoint["config"][k] != getattr(cfg, k)]  # fmt: skip
+        if changed:
+            raise UserError(f"--resume: the checkpoint's model has {'; '.join(changed)}")
+    if args.output_dir.exists() and not args.output_dir.is_dir():
+        raise UserError(f"--output-dir {args.output_dir}: exists and is not a directory")
+    allow_tf32(args.tf32)
+    tokenizer = get_tokenizer()
+    train_windows, val_windows = load_windows(args, cfg, tokenizer, dist, say)
 
     torch.manual_seed(args.seed + dist.rank)  # rank 0 as a single process; DDP copies its weights
     model = GPTModel(cfg).to(device)
@@ -203,7 +226,7 @@ def train(args: argparse.Namespace, checkpoint: dict | None, dist: Dist, device)
     say(f"\nLoaded training data from: {shown_data}")
     optimizer = make_optimizer(model, args.lr, args.weight_decay, device, args.decay_matrices_only)
     trainer = Trainer(
-        model, optimizer, train_windows, val_windows, settings, device, dist,
+        model, optimizer, train_windows, val_windows, train_settings(args), device, dist,
         autocast(device, args.dtype), args.compile,
     )  # fmt: skip
     if checkpoint:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from functools import partial
 
@@ -31,9 +32,7 @@ def pick_device(name: str = "auto") -> torch.device:
         raise UserError(f"--device {name}: not a device; use one of {DEVICE_CHOICES}") from None
 
 
-def autocast(
-    device: torch.device, dtype: str = "float32"
-) -> partial[AbstractContextManager] | type[nullcontext]:
+def autocast(device: torch.device, dtype: str = "float32") -> Callable[[], AbstractContextManager]:
     """A factory of contexts running matmuls in `dtype` (weights and optimizer stay float32)."""
     if dtype == "float32":
         return nullcontext
