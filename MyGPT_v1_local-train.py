@@ -184,18 +184,14 @@ def load_windows(
         dist.barrier()  # rank 0 tokenizes into the cache first; the others then read it
     try:
         corpus = load_corpus(args.data, tokenizer, args.train_ratio, args.memmap or None, say)
-        global_batch = args.batch_size * args.grad_accum * dist.world_size
-        stride = args.stride or cfg.context_length
-        train_windows, val_windows = corpus.windows(cfg.context_length, stride, global_batch)
-    except DataError as e:
-        message = str(e)
-        raise DataError(
-            message if message.startswith(str(args.data)) else f"{args.data}: {e}"
-        ) from None
     finally:
         if dist.is_main:
             dist.barrier()
-    return train_windows, val_windows
+    global_batch = args.batch_size * args.grad_accum * dist.world_size
+    try:
+        return corpus.windows(cfg.context_length, args.stride or cfg.context_length, global_batch)
+    except DataError as e:  # too short: say which data
+        raise DataError(f"{args.data}: {e}") from None
 
 
 def train(args: argparse.Namespace, checkpoint: dict | None, dist: Dist, device) -> int:
