@@ -62,11 +62,14 @@ def save_checkpoint(checkpoint: dict[str, Any], path: str | Path) -> Path:
 def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> dict[str, Any]:
     """A training checkpoint, read without unpickling code (weights_only)."""
     try:
-        return torch.load(path, map_location=device, weights_only=True)
+        checkpoint = torch.load(path, map_location=device, weights_only=True)
     except FileNotFoundError:
         raise UserError(f"{path}: no such file") from None
     except (RuntimeError, pickle.UnpicklingError, EOFError, OSError) as e:
         raise UserError(f"{path}: not a MyGPT training checkpoint ({e})".splitlines()[0]) from None
+    if not isinstance(checkpoint, dict) or not {"model", "config"} <= checkpoint.keys():
+        raise UserError(f"{path}: not a MyGPT training checkpoint")
+    return checkpoint
 
 
 def load_trained_model(path: str | Path, device: torch.device | str = "cpu") -> GPTModel:
@@ -82,8 +85,6 @@ def load_trained_model(path: str | Path, device: torch.device | str = "cpu") -> 
         except (KeyError, OSError, ValueError, SafetensorError) as e:
             raise UserError(f"{path}: not weights saved by MyGPT ({e})") from None
     ckpt = load_checkpoint(path, device)
-    if "model" not in ckpt or "config" not in ckpt:
-        raise UserError(f"{path}: not a MyGPT training checkpoint")
     model = GPTModel(GPTConfig(**ckpt["config"])).to(device)
     model.load_state_dict(ckpt["model"])
     return model.eval()

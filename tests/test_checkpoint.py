@@ -1,7 +1,8 @@
+import pytest
 import torch
 from conftest import TINY
 
-from mygpt import GPTModel, load_model, save_model
+from mygpt import GPTModel, UserError, load_checkpoint, load_model, save_model
 
 
 def test_round_trip(tiny_model, tmp_path):
@@ -20,3 +21,13 @@ def test_tied_head_stays_tied(tmp_path):
     assert loaded.out_head.weight is loaded.tok_emb.weight
     idx = torch.randint(0, TINY.vocab_size, (1, 5))
     torch.testing.assert_close(loaded(idx), model(idx), rtol=0, atol=0)
+
+
+def test_other_torch_files_are_not_checkpoints(tmp_path):
+    torch.save(torch.zeros(3), tmp_path / "tensor.pt")
+    torch.save({"state_dict": {}}, tmp_path / "other.pt")
+    for name in ("tensor.pt", "other.pt"):
+        with pytest.raises(UserError, match=f"{name}: not a MyGPT training checkpoint"):
+            load_checkpoint(tmp_path / name)
+    with pytest.raises(UserError, match="missing.pt: no such file"):
+        load_checkpoint(tmp_path / "missing.pt")
