@@ -96,9 +96,11 @@ def load_corpus(
                 texts.append(read_text(f))
             except DataError as e:
                 raise DataError(f"{f}: {e}") from None
-        train_text, val_text = split_text(ENDOFTEXT.join(texts), train_ratio)
-        encode = lambda text: np.array(tokenizer.encode(text, allowed_special={ENDOFTEXT}))  # noqa: E731
-        return Corpus(encode(train_text), encode(val_text))
+        train, val = (
+            np.array(tokenizer.encode(part, allowed_special={ENDOFTEXT}))
+            for part in split_text(ENDOFTEXT.join(texts), train_ratio)
+        )
+        return Corpus(train, val)
     token_file = cached_token_file(path, files, tokenizer, log)
     tokens = np.memmap(token_file, dtype=np.uint16, mode="r")
     split = int(train_ratio * len(tokens))
@@ -120,14 +122,14 @@ def cached_token_file(
     except (OSError, ValueError, KeyError):
         pass  # no cache, or not this one: tokenize
     start = time.perf_counter()
+    total = sum(f.stat().st_size for f in files)
     try:
-        n_tokens = _tokenize_to_file(files, tokenizer, token_file)
+        n_tokens = _tokenize_to_file(files, total, tokenizer, token_file)
         meta_tmp = meta_file.with_name(meta_file.name + ".tmp")
         meta_tmp.write_text(json.dumps({"source": source, "n_tokens": n_tokens}, indent=1))
         os.replace(meta_tmp, meta_file)
     except OSError as e:  # a read-only or a full disk, most likely
         raise DataError(f"{path}: cannot make its token file {token_file} ({e.strerror})") from None
-    total = sum(f.stat().st_size for f in files)
     log(
         f"Tokenized {total / 1e6:,.1f} MB into {n_tokens:,} tokens in "
         f"{time.perf_counter() - start:.1f} s: {token_file}"
@@ -147,17 +149,20 @@ def _fingerprint(path: Path, files: list[Path], tokenizer: tiktoken.Encoding) ->
     }
 
 
-def _tokenize_to_file(files: list[Path], tokenizer: tiktoken.Encoding, token_file: Path) -> int:
+def _tokenize_to_file(
+    files: list[Path], total_bytes: int, tokenizer: tiktoken.Encoding, token_file: Path
+) -> int:
     """Write the ids of all files, <|endoftext|> between them, as uint16; their number."""
     assert tokenizer.n_vocab <= 2**16, "ids must fit in uint16"
     tmp = token_file.with_name(token_file.name + ".tmp")
     n_tokens = 0
-    total = sum(f.stat().st_size for f in files)
     threads = os.cpu_count() or 1
     try:
         with (
             open(tmp, "wb") as out,
-            tqdm(total=total, unit="B", unit_scale=True, desc="Tokenizing", disable=None) as bar,
+            tqdm(
+                total=total_bytes, unit="B", unit_scale=True, desc="Tokenizing", disable=None
+            ) as bar,
         ):
             for i, f in enumerate(files):
                 if i:

@@ -115,7 +115,6 @@ class TrainState:
     epoch_step: int = 0  # steps done in this epoch
     epoch_seed: int | None = None  # seed of this epoch's shuffle; None until drawn
     tokens_seen: int = 0
-    eval_steps: list[int] = field(default_factory=list)  # 0-based steps of the evaluations
     train_losses: list[float] = field(default_factory=list)
     val_losses: list[float] = field(default_factory=list)
     eval_tokens_seen: list[int] = field(default_factory=list)
@@ -182,7 +181,6 @@ class Trainer:
                 on_step(st)
             if (st.step - 1) % s.eval_freq == 0:
                 train_loss, val_loss = self.evaluate()
-                st.eval_steps.append(st.step - 1)
                 st.train_losses.append(train_loss)
                 st.val_losses.append(val_loss)
                 st.eval_tokens_seen.append(st.tokens_seen)
@@ -215,7 +213,7 @@ class Trainer:
             with sync:
                 with self.autocast():
                     loss = calc_loss_batch(inputs, targets, self.net, self.device)
-                (loss / s.grad_accum if s.grad_accum > 1 else loss).backward()
+                (loss / s.grad_accum).backward()
         if s.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), s.grad_clip)
         self.optimizer.step()
