@@ -27,9 +27,9 @@ from mygpt import (
     save_model,
 )
 from mygpt.checkpoint import load_checkpoint, save_checkpoint
-from mygpt.cli import GracefulStop, banner, positive_int, run_main
+from mygpt.cli import GracefulStop, add_device_flags, banner, positive_int, run_main
 from mygpt.corpus import IN_MEMORY_LIMIT, load_corpus
-from mygpt.devices import DEVICE_CHOICES, DTYPE_CHOICES, allow_tf32, autocast, pick_device
+from mygpt.devices import allow_tf32, autocast, pick_device
 from mygpt.distributed import Dist, init_distributed, shutdown_distributed
 from mygpt.errors import DataError
 from mygpt.plot import plot_losses
@@ -97,15 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument("--resume", type=Path, help="continue from this checkpoint")
 
-    speed = p.add_argument_group("device and precision")
-    speed.add_argument(
-        "--device", default="auto", choices=DEVICE_CHOICES, help="auto: cuda, mps, cpu"
-    )
-    speed.add_argument(
-        "--dtype", default="float32", choices=DTYPE_CHOICES, help="autocast matmuls to this"
-    )
-    speed.add_argument("--compile", action="store_true", help="torch.compile the model")
-    speed.add_argument("--tf32", action="store_true", help="TF32 matmuls for float32 on CUDA")
+    add_device_flags(p.add_argument_group("device and precision"))
     return p
 
 

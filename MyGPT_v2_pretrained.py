@@ -10,9 +10,9 @@ import torch
 
 from mygpt import get_tokenizer, load_trained_model
 from mygpt.chat import chat
-from mygpt.cli import banner, positive_int, run_main
+from mygpt.cli import add_device_flags, banner, positive_int, run_main
 from mygpt.config import GPT2_SIZES
-from mygpt.devices import DEVICE_CHOICES, DTYPE_CHOICES, allow_tf32, autocast, pick_device
+from mygpt.devices import allow_tf32, autocast, pick_device
 from mygpt.pretrained import RetryPolicy, default_models_dir, download_gpt2, load_gpt2
 from mygpt.pretrained.download import download_size
 
@@ -50,12 +50,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--top-k", type=positive_int, default=40, help="sample among the k likeliest")
     p.add_argument("--top-p", type=float, help="sample within this probability mass (nucleus)")
     p.add_argument("--seed", type=int, help="same seed, same completions (default: random)")
-    p.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="auto: cuda, mps, cpu")
-    p.add_argument(
-        "--dtype", default="float32", choices=DTYPE_CHOICES, help="autocast matmuls to this"
-    )
-    p.add_argument("--compile", action="store_true", help="torch.compile the model")
-    p.add_argument("--tf32", action="store_true", help="TF32 matmuls for float32 on CUDA")
+    add_device_flags(p)
     args = p.parse_args(argv)
     if args.checkpoint and args.checkpoint_dir:
         p.error("--checkpoint and --checkpoint-dir: give one of them")

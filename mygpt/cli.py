@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import signal
 import sys
 import time
 from collections.abc import Callable
 
+from .devices import DEVICE_CHOICES, DTYPE_CHOICES
 from .errors import UserError
 
 
@@ -39,6 +41,16 @@ def positive_int(text: str) -> int:
 
 
 positive_int.__name__ = "positive integer"  # what argparse names in its error message
+
+
+def add_device_flags(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """--device, --dtype, --compile and --tf32, the same in both scripts."""
+    p.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="auto: cuda, mps, cpu")
+    p.add_argument(
+        "--dtype", default="float32", choices=DTYPE_CHOICES, help="autocast matmuls to this"
+    )
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--tf32", action="store_true", help="TF32 matmuls for float32 on CUDA")
 
 
 class GracefulStop:
