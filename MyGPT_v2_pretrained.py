@@ -8,11 +8,12 @@ from pathlib import Path
 
 import torch
 
-from mygpt import get_tokenizer, load_trained_model
+from mygpt import Sampling, get_tokenizer, load_trained_model
 from mygpt.chat import chat
 from mygpt.cli import add_device_flags, banner, positive_int, run_main
 from mygpt.config import GPT2_SIZES
 from mygpt.devices import allow_tf32, autocast, pick_device
+from mygpt.tokenizer import ENDOFTEXT_ID
 from mygpt.pretrained import RetryPolicy, default_models_dir, download_gpt2, load_gpt2
 from mygpt.pretrained.download import download_size
 
@@ -49,16 +50,35 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--temperature", type=float, default=0.7, help="0 is greedy")
     p.add_argument("--top-k", type=positive_int, default=40, help="sample among the k likeliest")
     p.add_argument("--top-p", type=float, help="sample within this probability mass (nucleus)")
+    p.add_argument(
+        "--repetition-penalty", type=float, default=1.0, help="> 1 discourages repeats; 1 is off"
+    )
+    p.add_argument(
+        "--stop", action="append", default=[], metavar="TEXT", help="end a completion at TEXT"
+    )
     p.add_argument("--seed", type=int, help="same seed, same completions (default: random)")
     add_device_flags(p)
     args = p.parse_args(argv)
     if args.checkpoint and args.checkpoint_dir:
         p.error("--checkpoint and --checkpoint-dir: give one of them")
-    if args.temperature < 0:
-        p.error("--temperature must be >= 0")
-    if args.top_p is not None and not 0.0 < args.top_p <= 1.0:
-        p.error("--top-p must be in (0, 1]")
+    try:
+        args.sampling = sampling_of(args)
+    except ValueError as e:  # Sampling's own checks, in the flags' words
+        p.error("--" + str(e).replace("_", "-"))
     return args
+
+
+def sampling_of(args: argparse.Namespace) -> Sampling:
+    """The sampling flags; the chat ends a completion at GPT-2's <|endoftext|>."""
+    return Sampling(
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        repetition_penalty=args.repetition_penalty,
+        eos_id=ENDOFTEXT_ID,
+        stop=tuple(args.stop),
+    )
 
 
 def main() -> None:
@@ -81,15 +101,7 @@ def main() -> None:
     if args.seed is not None:
         generator = torch.Generator(device=device).manual_seed(args.seed)
     with precision():
-        chat(
-            model,
-            get_tokenizer(),
-            max_new_tokens=args.max_new_tokens,
-            temperature=args.temperature,
-            top_k=args.top_k,
-            top_p=args.top_p,
-            generator=generator,
-        )
+        chat(model, get_tokenizer(), args.sampling, generator)
 
 
 def openai_checkpoint(args: argparse.Namespace) -> Path:

@@ -5,7 +5,15 @@ from .config import GPT2_SIZES, GPTConfig, gpt2_config
 from .corpus import Corpus, load_corpus
 from .data import GPTDataset, TokenWindows, create_dataloader, read_text, split_text
 from .errors import DataError, UserError
-from .generate import complete_text, generate, generate_stream, sample_next_token
+from .generate import (
+    Sampling,
+    complete_text,
+    generate,
+    generate_stream,
+    penalize_repetition,
+    sample_next_token,
+    stream_text,
+)
 from .model import GPTModel, KVCache
 from .pretrained import DownloadError, download_gpt2, load_gpt2
 from .tokenizer import get_tokenizer, text_to_token_ids, token_ids_to_text
@@ -20,23 +28,19 @@ from .train import (
 )
 
 __all__ = [
-    "Corpus",
-    "TokenWindows",
-    "TrainSettings",
-    "TrainState",
-    "Trainer",
-    "load_checkpoint",
-    "load_corpus",
-    "load_trained_model",
-    "lr_at",
-    "save_checkpoint",
     "GPT2_SIZES",
+    "Corpus",
     "DataError",
     "DownloadError",
     "GPTConfig",
     "GPTDataset",
     "GPTModel",
     "KVCache",
+    "Sampling",
+    "TokenWindows",
+    "TrainSettings",
+    "TrainState",
+    "Trainer",
     "UserError",
     "calc_loss_batch",
     "calc_loss_loader",
@@ -47,13 +51,20 @@ __all__ = [
     "generate_stream",
     "get_tokenizer",
     "gpt2_config",
+    "load_checkpoint",
+    "load_corpus",
     "load_gpt2",
     "load_model",
+    "load_trained_model",
+    "lr_at",
     "make_optimizer",
+    "penalize_repetition",
     "read_text",
     "sample_next_token",
+    "save_checkpoint",
     "save_model",
     "split_text",
+    "stream_text",
     "text_to_token_ids",
     "token_ids_to_text",
 ]

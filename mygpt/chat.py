@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import codecs
 import sys
 from collections.abc import Iterable, Iterator
 from typing import TextIO
@@ -10,34 +9,10 @@ from typing import TextIO
 import tiktoken
 import torch
 
-from .generate import generate_stream
+from .generate import Sampling, stream_text
 from .model import GPTModel
-from .tokenizer import ENDOFTEXT_ID
 
 EXIT_WORDS = ("exit", "quit")
-
-
-def stream_completion(
-    model: GPTModel, tokenizer: tiktoken.Encoding, prompt: str, **sampling
-) -> Iterator[str]:
-    """Yield the completion of `prompt` as text pieces, as the tokens are generated.
-
-    The prompt is plain text: "<|endoftext|>" in it is not the special token. Generation stops at
-    the end-of-text token, which is not shown.
-    """
-    device = next(model.parameters()).device
-    ids = tokenizer.encode(prompt, disallowed_special=())
-    idx = torch.tensor([ids], device=device)
-    # A token can end inside a multi-byte character: decode bytes incrementally.
-    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    for next_id in generate_stream(model, idx, eos_id=ENDOFTEXT_ID, **sampling):
-        token = int(next_id)
-        if token == ENDOFTEXT_ID:
-            break
-        if piece := decoder.decode(tokenizer.decode_single_token_bytes(token)):
-            yield piece
-    if tail := decoder.decode(b"", final=True):
-        yield tail
 
 
 def prompts(lines: Iterable[str]) -> Iterator[str]:
@@ -68,7 +43,13 @@ def read_lines(prompt: str = "> ", stdin: TextIO | None = None) -> Iterator[str]
         yield line
 
 
-def chat(model: GPTModel, tokenizer: tiktoken.Encoding, stdin: TextIO | None = None, **sampling):
+def chat(
+    model: GPTModel,
+    tokenizer: tiktoken.Encoding,
+    sampling: Sampling,
+    generator: torch.Generator | None = None,
+    stdin: TextIO | None = None,
+) -> None:
     """Ask for sentences and print each one completed, streamed token by token.
 
     Ends at an exit word, at the end of input, or at Ctrl-C: all of them a normal way to leave.
@@ -77,7 +58,7 @@ def chat(model: GPTModel, tokenizer: tiktoken.Encoding, stdin: TextIO | None = N
         print("MyGPT: Please enter a sentence to complete (enter 'exit' to end chat)")
         for prompt in prompts(read_lines(stdin=stdin)):
             print(f"MyGPT: {prompt}", end="", flush=True)
-            for piece in stream_completion(model, tokenizer, prompt, **sampling):
+            for piece in stream_text(model, tokenizer, prompt, sampling, generator):
                 print(piece, end="", flush=True)
             print()
     except KeyboardInterrupt:

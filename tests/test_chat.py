@@ -1,9 +1,11 @@
+import importlib
 import io
 
 import torch
 
-from mygpt import GPTConfig, GPTModel, complete_text
-from mygpt.chat import chat, prompts, stream_completion
+from mygpt import GPTConfig, GPTModel, Sampling, complete_text, stream_text
+from mygpt.chat import chat, prompts
+from mygpt.tokenizer import ENDOFTEXT_ID
 
 
 def test_prompts_skip_blanks_and_stop_at_exit_words():
@@ -20,27 +22,32 @@ def small_model():
 
 def test_stream_equals_greedy_completion(tokenizer):
     model = small_model()
-    streamed = "".join(stream_completion(model, tokenizer, "Every effort", max_new_tokens=12))
+    streamed = "".join(stream_text(model, tokenizer, "Every effort", Sampling(max_new_tokens=12)))
     assert "Every effort" + streamed == complete_text(model, tokenizer, "Every effort", 12)
 
 
 def test_special_token_text_is_plain_text(tokenizer, monkeypatch):
     seen = []
-    import mygpt.chat as chat_module
+    generate_module = importlib.import_module("mygpt.generate")  # `mygpt.generate` is a function
 
     def fake_stream(model, idx, **kw):
         seen.append(idx.tolist()[0])
-        yield torch.tensor([[50256]])  # end of text at once: nothing is shown
+        yield torch.tensor([[ENDOFTEXT_ID]])  # end of text at once: nothing is shown
 
-    monkeypatch.setattr(chat_module, "generate_stream", fake_stream)
-    assert list(stream_completion(None or small_model(), tokenizer, "a<|endoftext|>b")) == []
-    assert seen == [tokenizer.encode("a<|endoftext|>b", disallowed_special=())]
+    monkeypatch.setattr(generate_module, "generate_stream", fake_stream)
+    eos = Sampling(eos_id=ENDOFTEXT_ID)
+    assert list(stream_text(small_model(), tokenizer, "a<|endoftext|>b", eos)) == []
+    assert complete_text(small_model(), tokenizer, "a<|endoftext|>b", sampling=eos) == (
+        "a<|endoftext|>b"
+    )
+    # One rule in the chat and in complete_text: the prompt is plain text.
+    assert seen == [tokenizer.encode("a<|endoftext|>b", disallowed_special=())] * 2
     assert 50256 not in seen[0]
 
 
 def test_chat_transcript(tokenizer, capsys):
     model = small_model()
-    chat(model, tokenizer, stdin=io.StringIO("\nEvery effort\nexit\n"), max_new_tokens=5)
+    chat(model, tokenizer, Sampling(max_new_tokens=5), stdin=io.StringIO("\nEvery effort\nexit\n"))
     out = capsys.readouterr().out.splitlines()
     expected = complete_text(model, tokenizer, "Every effort", 5)
     assert out == [

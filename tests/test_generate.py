@@ -1,7 +1,18 @@
 import pytest
 import torch
 
-from mygpt import GPTConfig, GPTModel, generate, sample_next_token
+from mygpt import (
+    GPTConfig,
+    GPTModel,
+    Sampling,
+    complete_text,
+    generate,
+    load_gpt2,
+    penalize_repetition,
+    sample_next_token,
+    stream_text,
+    text_to_token_ids,
+)
 
 # A small vocabulary keeps these many forward passes cheap; generation does not care about size.
 SMALL = GPTConfig(vocab_size=101, context_length=32, emb_dim=32, n_heads=4, n_layers=2)
@@ -97,7 +108,9 @@ def test_sampling_is_seeded_and_respects_top_k(tiny_model):
 def test_top_k_and_top_p_filters():
     logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
     seen = lambda **kw: {  # noqa: E731
-        sample_next_token(logits, 1.0, generator=torch.Generator().manual_seed(s), **kw).item()
+        sample_next_token(
+            logits, Sampling(temperature=1.0, **kw), torch.Generator().manual_seed(s)
+        ).item()
         for s in range(200)
     }
     assert seen(top_k=2) == {0, 1}
@@ -111,3 +124,86 @@ def test_generation_restores_training_mode():
     model = GPTModel(GPTConfig(context_length=8, emb_dim=16, n_heads=2, n_layers=1)).train()
     generate(model, torch.zeros(1, 2, dtype=torch.long), 2)
     assert model.training
+
+
+def test_sampling_checks_its_values():
+    for bad in (
+        dict(temperature=-1.0),
+        dict(temperature=float("nan")),
+        dict(top_k=0),
+        dict(top_p=0.0),
+        dict(top_p=1.5),
+        dict(repetition_penalty=0.0),
+        dict(max_new_tokens=-1),
+        dict(stop=("",)),
+    ):
+        with pytest.raises(ValueError):
+            Sampling(**bad)
+    s = Sampling(top_k=5)
+    assert s.with_(top_k=None, temperature=0.5) == Sampling(top_k=5, temperature=0.5)
+
+
+def test_book_keyword_call_and_sampling_object_agree(tiny_model):
+    idx = prompt()
+    seeded = lambda: torch.Generator().manual_seed(5)  # noqa: E731
+    book = generate(tiny_model, idx, max_new_tokens=15, context_size=32, top_k=25,
+                    temperature=1.4, generator=seeded())  # fmt: skip
+    s = Sampling(max_new_tokens=15, top_k=25, temperature=1.4)
+    assert torch.equal(book, generate(tiny_model, idx, sampling=s, generator=seeded()))
+    with pytest.raises(TypeError, match="unknown sampling option"):
+        generate(tiny_model, idx, 3, top_q=0.5)
+    with pytest.raises(ValueError, match="stop strings are text"):
+        generate(tiny_model, idx, 3, stop=("x",))
+
+
+def test_repetition_penalty_formula():
+    logits = torch.tensor([[2.0, -2.0, 1.0, -1.0]])
+    seen = torch.tensor([[0, 1, 1]])  # token 1 twice: penalised once, as in transformers
+    out = penalize_repetition(logits, seen, 2.0)
+    assert out.tolist() == [[1.0, -4.0, 1.0, -1.0]]
+    assert penalize_repetition(logits, seen, 1.0) is logits
+
+
+def test_repetition_penalty_equals_transformers_greedy(tmp_path):
+    """Same weights in both; greedy with a penalty gives transformers' tokens, one for one."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=101, n_positions=64, n_embd=32, n_layer=2, n_head=4,
+                        bos_token_id=0, eos_token_id=100, pad_token_id=100)  # fmt: skip
+    reference = GPT2LMHeadModel(config).eval()
+    with torch.no_grad():  # biases and norms are zero/one at init: make them matter
+        for p in reference.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    reference.save_pretrained(tmp_path)
+    ours = load_gpt2(tmp_path)
+    idx = prompt(length=6)
+    for penalty in (1.0, 1.3, 0.8):
+        theirs = reference.generate(idx, max_new_tokens=40, do_sample=False,
+                                    repetition_penalty=penalty, attention_mask=torch.ones_like(idx),
+                                    eos_token_id=None)  # fmt: skip
+        mine = generate(ours, idx, 40, repetition_penalty=penalty)
+        assert mine.tolist() == theirs.tolist(), penalty
+    plain = generate(ours, idx, 40)
+    penalised = generate(ours, idx, 40, repetition_penalty=1.3)
+    assert not torch.equal(plain, penalised)  # the penalty changes this completion
+    assert len(set(penalised[0, 6:].tolist())) > len(set(plain[0, 6:].tolist()))
+
+
+def test_stop_strings_end_the_text_even_across_tokens(tokenizer):
+    torch.manual_seed(0)
+    model = GPTModel(GPTConfig(context_length=32, emb_dim=32, n_heads=2, n_layers=1)).eval()
+    prompt_text = "Every effort moves you"
+    prompt_ids = text_to_token_ids(prompt_text, tokenizer)
+    ids = generate(model, prompt_ids, 20)[0, prompt_ids.shape[1] :].tolist()
+    pieces = [tokenizer.decode([i]) for i in ids]
+    full = "".join(pieces)
+    k = next(i for i in range(3, 19) if len(pieces[i]) >= 2 and len(pieces[i + 1]) >= 2)
+    across = pieces[k][-2:] + pieces[k + 1][:2]  # ends two characters into token k + 1
+    for stop in (across, pieces[k], "no such text"):
+        s = Sampling(max_new_tokens=20, stop=(stop, "also absent"))
+        streamed = list(stream_text(model, tokenizer, prompt_text, s))
+        expected = full[: full.find(stop)] if stop in full else full
+        assert "".join(streamed) == expected
+        assert complete_text(model, tokenizer, prompt_text, sampling=s) == prompt_text + expected
+    assert full.find(across) < len("".join(pieces[: k + 1]))  # it did span two tokens
