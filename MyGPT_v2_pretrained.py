@@ -13,9 +13,9 @@ from mygpt.chat import chat
 from mygpt.cli import add_device_flags, banner, positive_int, run_main
 from mygpt.config import GPT2_SIZES
 from mygpt.devices import allow_tf32, autocast, pick_device
-from mygpt.tokenizer import ENDOFTEXT_ID
 from mygpt.pretrained import RetryPolicy, default_models_dir, download_gpt2, load_gpt2
 from mygpt.pretrained.download import download_size
+from mygpt.tokenizer import ENDOFTEXT_ID
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
