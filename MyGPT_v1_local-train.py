@@ -11,7 +11,8 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -23,21 +24,37 @@ from mygpt import (
     TokenWindows,
     UserError,
     complete_text,
+    evaluate_tokens,
     get_tokenizer,
+    load_weights,
+    reshaped,
     save_model,
 )
-from mygpt.checkpoint import load_checkpoint, save_checkpoint
-from mygpt.cli import GracefulStop, add_device_flags, banner, positive_int, run_main
-from mygpt.corpus import IN_MEMORY_LIMIT, load_corpus
+from mygpt.checkpoint import load_checkpoint, model_from_state, save_checkpoint
+from mygpt.cli import (
+    GracefulStop,
+    add_device_flags,
+    add_download_flags,
+    banner,
+    download_settings,
+    positive_int,
+    run_main,
+)
+from mygpt.corpus import IN_MEMORY_LIMIT, load_corpus, load_tokens
 from mygpt.devices import allow_tf32, autocast, pick_device
 from mygpt.distributed import Dist, init_distributed, shutdown_distributed
 from mygpt.errors import DataError
 from mygpt.plot import plot_losses
 from mygpt.train import Trainer, TrainSettings, make_optimizer
+from mygpt.weights import source_config
 
 DEFAULT_DATA = Path(__file__).with_name("the-verdict.txt")
-# What a checkpoint may not change on resume: the model's shape.
+# The model's shape: what --resume may not change, and what --init-from's weights decide.
 SHAPE_FLAGS = ("context_length", "emb_dim", "n_heads", "n_layers", "qkv_bias")
+# The book's run from scratch (GPT-2 124M at context 256), and the book's fine-tuning settings.
+FROM_SCRATCH = {"context_length": 256, "emb_dim": 768, "n_heads": 12, "n_layers": 12,
+                "qkv_bias": False, "drop_rate": 0.1, "lr": 4e-4}  # fmt: skip
+FINE_TUNING = {"drop_rate": 0.0, "lr": 5e-5}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,20 +74,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
     data.add_argument("--stride", type=positive_int, help="window step (default: context length)")
 
-    model = p.add_argument_group("model")
-    model.add_argument("--context-length", type=positive_int, default=256, help="tokens/window")
-    model.add_argument("--emb-dim", type=positive_int, default=768)
-    model.add_argument("--n-layers", type=positive_int, default=12)
-    model.add_argument("--n-heads", type=positive_int, default=12)
-    model.add_argument("--drop-rate", type=float, default=0.1)
-    model.add_argument("--qkv-bias", action="store_true", help="biases on query/key/value")
+    model = p.add_argument_group(
+        "model", "Shape flags default to GPT-2 124M at context 256, or to the --init-from weights."
+    )
+    model.add_argument(
+        "--init-from",
+        metavar="SOURCE",
+        help="start from these weights: a GPT-2 size (124M, 355M, 774M, 1558M), a checkpoint "
+        "folder (OpenAI's or the hub's layout), or a v1 model.safetensors / checkpoint.pt",
+    )
+    model.add_argument("--context-length", type=positive_int, help="tokens/window (256)")
+    model.add_argument("--emb-dim", type=positive_int, help="(768)")
+    model.add_argument("--n-layers", type=positive_int, help="(12)")
+    model.add_argument("--n-heads", type=positive_int, help="(12)")
+    model.add_argument("--drop-rate", type=float, help=f"({FROM_SCRATCH['drop_rate']}; "
+                       f"{FINE_TUNING['drop_rate']} with --init-from)")  # fmt: skip
+    model.add_argument(
+        "--qkv-bias", action="store_const", const=True, help="biases on query/key/value"
+    )
+    add_download_flags(model)
 
     train = p.add_argument_group("training")
     train.add_argument("--epochs", type=positive_int, default=10, help="passes over the data")
     train.add_argument("--max-steps", type=positive_int, help="optimizer steps, instead of epochs")
     train.add_argument("--batch-size", type=positive_int, default=2, help="windows per process")
     train.add_argument("--grad-accum", type=positive_int, default=1, help="passes per step")
-    train.add_argument("--lr", type=float, default=4e-4, help="AdamW (peak) learning rate")
+    train.add_argument(
+        "--lr",
+        type=float,
+        help=f"AdamW (peak) learning rate ({FROM_SCRATCH['lr']}; {FINE_TUNING['lr']} fine-tuning)",
+    )
     train.add_argument("--warmup-steps", type=int, default=0, help="linear warm-up")
     train.add_argument("--lr-decay", default="constant", choices=("constant", "cosine"))
     train.add_argument("--min-lr", type=float, help="end of cosine decay (default: lr / 10)")
@@ -96,6 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--save-every", type=int, default=0, help="checkpoint every N steps and at the end"
     )
     report.add_argument("--resume", type=Path, help="continue from this checkpoint")
+    report.add_argument(
+        "--eval-only", action="store_true", help="print the loss on all of --data; no training"
+    )
 
     add_device_flags(p.add_argument_group("device and precision"))
     return p
@@ -113,9 +149,14 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, dict 
         p.set_defaults(**{k: v for k, v in checkpoint["args"].items() if k != "resume"})
         args = p.parse_args(argv)
         args.data, args.output_dir = Path(args.data), Path(args.output_dir)  # saved as text
+    # Flags not given take the defaults of training from scratch or of fine-tuning; the shape
+    # of --init-from's weights is only known once they are loaded (see start_model).
+    for name, value in (FINE_TUNING if args.init_from else FROM_SCRATCH).items():
+        if getattr(args, name) is None and not (args.init_from and name in SHAPE_FLAGS):
+            setattr(args, name, value)
     if not 0.0 < args.train_ratio < 1.0:
         p.error("--train-ratio must be between 0 and 1")
-    if args.emb_dim % args.n_heads:  # both are positive: positive_int saw to that
+    if args.emb_dim and args.n_heads and args.emb_dim % args.n_heads:
         p.error(f"--emb-dim {args.emb_dim} must be divisible by --n-heads {args.n_heads}")
     if not 0.0 <= args.drop_rate < 1.0:
         p.error("--drop-rate must be in [0, 1)")
@@ -133,14 +174,129 @@ def main() -> int:
     args, checkpoint = parse_args()
     dist, device = init_distributed(pick_device(args.device))
     try:
+        if args.eval_only:
+            return evaluate(args, checkpoint, dist, device)
         return train(args, checkpoint, dist, device)
     finally:
         shutdown_distributed(dist)
 
 
-def model_config(args: argparse.Namespace) -> GPTConfig:
+def evaluate(args: argparse.Namespace, checkpoint: dict | None, dist: Dist, device) -> int:
+    """--eval-only: one line, the model's loss on all of --data (anything else goes to stderr)."""
+    log = partial(print, file=sys.stderr)
+    model, _ = start_model(args, checkpoint, dist, device, log)
+    with dist.main_first():
+        tokens = load_tokens(args.data, get_tokenizer(), args.memmap or None, log)
+    if len(tokens) < 2:
+        raise DataError(f"{args.data}: too short: {len(tokens)} token, scoring needs 2")
+    score = evaluate_tokens(model, tokens, batch_size=args.batch_size,
+                            autocast=autocast(device, args.dtype))  # fmt: skip
+    if dist.is_main:
+        print(
+            f"Loss {score.loss:.4f}, perplexity {score.perplexity:.2f} "
+            f"over {score.n_tokens} tokens of {shown_path(args.data)}"
+        )
+    return 0
+
+
+def train(args: argparse.Namespace, checkpoint: dict | None, dist: Dist, device) -> int:
+    """The run: model, data, the training loop with its reports, then the plot and weights."""
+    say = print if dist.is_main else lambda *a, **k: None
+    if args.output_dir.exists() and not args.output_dir.is_dir():
+        raise UserError(f"--output-dir {args.output_dir}: exists and is not a directory")
+    allow_tf32(args.tf32)
+    model, origin = start_model(args, checkpoint, dist, device, say)
+    tokenizer = get_tokenizer()
+    train_windows, val_windows = load_windows(args, model.cfg, tokenizer, dist, say)
+    show_model(model, origin, device, dist, say)
+
+    say(banner("TRAINING OUR GPT MODEL"))
+    say(f"\nLoaded training data from: {shown_path(args.data)}")
+    if args.init_from and not checkpoint:
+        say(f"Fine-tuning with lr {args.lr:g}, drop rate {args.drop_rate:g}, "
+            f"weight decay {args.weight_decay:g}")  # fmt: skip
+    optimizer = make_optimizer(model, args.lr, args.weight_decay, device, args.decay_matrices_only)
+    trainer = Trainer(
+        model, optimizer, train_windows, val_windows, train_settings(args), device, dist,
+        autocast(device, args.dtype), args.compile,
+    )  # fmt: skip
+    if checkpoint:
+        trainer.load_state_dict(checkpoint)
+        say(f"Resuming from {args.resume} at step {trainer.state.step} of {trainer.total_steps}")
+    else:
+        say("Starting Training...")
+
+    start = time.perf_counter()
+    finished = run_training(args, trainer, tokenizer, dist)
+    checkpoint_path = args.output_dir / "checkpoint.pt"
+    if not finished:
+        save_checkpoint_of(args, trainer, checkpoint_path)
+        if dist.is_main:
+            print(
+                f"Interrupted after step {trainer.state.step} of {trainer.total_steps}; "
+                f"checkpoint saved to {checkpoint_path}\nContinue with: --resume {checkpoint_path}",
+                file=sys.stderr,
+            )
+        return 130
+
+    say(banner("POST TRAINING OUTPUT"))
+    print_sample(args, trainer, tokenizer, dist)
+    say(f"Training completed in {(time.perf_counter() - start) / 60:.2f} minutes.")
+    if args.save_every:
+        save_checkpoint_of(args, trainer, checkpoint_path)
+    if dist.is_main:
+        save_results(args, trainer)
+        if args.save_every:
+            say(f"Checkpoint saved to: {checkpoint_path}")
+    return 0
+
+
+def start_model(
+    args: argparse.Namespace, checkpoint: dict | None, dist: Dist, device, log: Callable
+) -> tuple[GPTModel, str | None]:
+    """The model to train or score: a checkpoint's (--resume), loaded weights (--init-from), or
+    a new one; and where its weights came from. Fills in the shape flags from the weights."""
+    torch.manual_seed(args.seed + dist.rank)  # rank 0 as a single process; DDP copies its weights
+    if checkpoint:
+        cfg = GPTConfig(**checkpoint["config"])
+        changed = [f"--{k.replace('_', '-')} {getattr(cfg, k)}, not {getattr(args, k)}"
+                   for k in SHAPE_FLAGS if getattr(args, k) != getattr(cfg, k)]  # fmt: skip
+        if changed:
+            raise UserError(f"--resume: the checkpoint's model has {'; '.join(changed)}")
+        model = model_from_state(replace(cfg, drop_rate=args.drop_rate), checkpoint["model"])
+        return model.to(device), str(args.resume)
+    if not args.init_from:
+        return GPTModel(model_config(args, get_tokenizer().n_vocab)).to(device), None
+    if expected := source_config(args.init_from):  # a GPT-2 size: refuse before downloading
+        check_shape(args, expected)
+    with dist.main_first():  # rank 0 downloads or converts first; the others then read it
+        model, origin = load_weights(args.init_from, device, download_settings(args), log)
+    check_shape(args, model.cfg)
+    args.context_length = args.context_length or model.cfg.context_length
+    for name in SHAPE_FLAGS[1:]:  # saved with a checkpoint: --resume then checks them
+        setattr(args, name, getattr(model.cfg, name))
+    return reshaped(model, args.context_length, args.drop_rate), origin
+
+
+def check_shape(args: argparse.Namespace, cfg: GPTConfig) -> None:
+    """The shape flags given with --init-from must agree with the weights' shape."""
+    conflicts = [
+        f"--{name.replace('_', '-')} {getattr(args, name)}, the weights have {getattr(cfg, name)}"
+        for name in SHAPE_FLAGS[1:]
+        if getattr(args, name) is not None and getattr(args, name) != getattr(cfg, name)
+    ]
+    if args.context_length and args.context_length > cfg.context_length:
+        conflicts.append(
+            f"--context-length {args.context_length} is longer than the weights' "
+            f"{cfg.context_length} positions"
+        )
+    if conflicts:
+        raise UserError(f"--init-from {args.init_from}: {'; '.join(conflicts)}")
+
+
+def model_config(args: argparse.Namespace, vocab_size: int) -> GPTConfig:
     return GPTConfig(
-        vocab_size=50257,
+        vocab_size=vocab_size,
         context_length=args.context_length,
         emb_dim=args.emb_dim,
         n_heads=args.n_heads,
@@ -148,6 +304,26 @@ def model_config(args: argparse.Namespace) -> GPTConfig:
         drop_rate=args.drop_rate,
         qkv_bias=args.qkv_bias,
     )
+
+
+def show_model(model: GPTModel, origin: str | None, device, dist: Dist, say: Callable) -> None:
+    """The configuration listing of the book's run, and where the weights came from."""
+    if origin is None:
+        say(banner("UNTRAINED GPT MODEL"))
+        say("\nUntrained model created with the following configuration:")
+    else:
+        say(banner("PRETRAINED GPT MODEL"))
+        say("\nModel loaded with the following configuration:")
+    for name, value in asdict(model.cfg).items():
+        say(f"- {name}: {value}")
+    if origin is not None:
+        say(f"Weights from: {origin}")
+    processes = f", {dist.world_size} processes" if dist.enabled else ""
+    say(f"({model.num_parameters():,} parameters, on {device.type}{processes})\n")
+
+
+def shown_path(path: Path) -> str | Path:
+    return os.path.relpath(path) if path == DEFAULT_DATA else path
 
 
 def train_settings(args: argparse.Namespace) -> TrainSettings:
@@ -172,13 +348,8 @@ def load_windows(
     args: argparse.Namespace, cfg: GPTConfig, tokenizer, dist: Dist, say: Callable
 ) -> tuple[TokenWindows, TokenWindows]:
     """Training and validation windows of --data; rank 0 makes any token file first."""
-    if not dist.is_main:
-        dist.barrier()  # rank 0 tokenizes into the cache first; the others then read it
-    try:
+    with dist.main_first():  # rank 0 tokenizes into the cache first; the others then read it
         corpus = load_corpus(args.data, tokenizer, args.train_ratio, args.memmap or None, say)
-    finally:
-        if dist.is_main:
-            dist.barrier()
     global_batch = args.batch_size * args.grad_accum * dist.world_size
     try:
         return corpus.windows(cfg.context_length, args.stride or cfg.context_length, global_batch)
@@ -186,63 +357,13 @@ def load_windows(
         raise DataError(f"{args.data}: {e}") from None
 
 
-def train(args: argparse.Namespace, checkpoint: dict | None, dist: Dist, device) -> int:
-    say = print if dist.is_main else lambda *a, **k: None
-    cfg = model_config(args)
-    if checkpoint:
-        changed = [f"--{k.replace('_', '-')} {checkpoint['config'][k]}, not {getattr(cfg, k)}"
-                   for k in SHAPE_FLAGS if checkpoint["config"][k] != getattr(cfg, k)]  # fmt: skip
-        if changed:
-            raise UserError(f"--resume: the checkpoint's model has {'; '.join(changed)}")
-    if args.output_dir.exists() and not args.output_dir.is_dir():
-        raise UserError(f"--output-dir {args.output_dir}: exists and is not a directory")
-    allow_tf32(args.tf32)
-    tokenizer = get_tokenizer()
-    train_windows, val_windows = load_windows(args, cfg, tokenizer, dist, say)
-
-    torch.manual_seed(args.seed + dist.rank)  # rank 0 as a single process; DDP copies its weights
-    model = GPTModel(cfg).to(device)
-    say(banner("UNTRAINED GPT MODEL"))
-    say("\nUntrained model created with the following configuration:")
-    for name, value in asdict(cfg).items():
-        say(f"- {name}: {value}")
-    processes = f", {dist.world_size} processes" if dist.enabled else ""
-    say(f"({model.num_parameters():,} parameters, on {device.type}{processes})\n")
-
-    say(banner("TRAINING OUR GPT MODEL"))
-    shown_data = os.path.relpath(args.data) if args.data == DEFAULT_DATA else args.data
-    say(f"\nLoaded training data from: {shown_data}")
-    optimizer = make_optimizer(model, args.lr, args.weight_decay, device, args.decay_matrices_only)
-    trainer = Trainer(
-        model, optimizer, train_windows, val_windows, train_settings(args), device, dist,
-        autocast(device, args.dtype), args.compile,
-    )  # fmt: skip
-    if checkpoint:
-        trainer.load_state_dict(checkpoint)
-        say(f"Resuming from {args.resume} at step {trainer.state.step} of {trainer.total_steps}")
-    else:
-        say("Starting Training...")
-
-    def sample() -> None:
-        if dist.is_main:
-            with trainer.autocast():
-                text = complete_text(model, tokenizer, args.start_context, args.sample_tokens)
-            tqdm.write(">>> " + text.replace("\n", " "))
-
-    saved_args = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
-    checkpoint_path = args.output_dir / "checkpoint.pt"
-
-    def save() -> Path:
-        state = trainer.state_dict()  # every process takes part: it gathers their RNG states
-        if dist.is_main:
-            args.output_dir.mkdir(parents=True, exist_ok=True)
-            save_checkpoint({**state, "args": saved_args}, checkpoint_path)
-        return checkpoint_path
+def run_training(args: argparse.Namespace, trainer: Trainer, tokenizer, dist: Dist) -> bool:
+    """Trainer.run with the book's reports; False if Ctrl-C stopped it first."""
 
     def on_step(st) -> None:
         bar.update()
         if args.sample_every and st.step % args.sample_every == 0:
-            sample()
+            print_sample(args, trainer, tokenizer, dist)
 
     def on_eval(st, train_loss: float, val_loss: float) -> None:
         if dist.is_main:
@@ -251,7 +372,6 @@ def train(args: argparse.Namespace, checkpoint: dict | None, dist: Dist, device)
                 f"Train loss {train_loss:.3f}, Val loss {val_loss:.3f}"
             )
 
-    start = time.perf_counter()
     # The bar lives on stderr and only on a terminal; tqdm.write keeps it below the printed lines.
     with (
         tqdm(
@@ -260,45 +380,45 @@ def train(args: argparse.Namespace, checkpoint: dict | None, dist: Dist, device)
         ) as bar,
         GracefulStop() as stop,
     ):  # fmt: skip
-        finished = trainer.run(
+        return trainer.run(
             on_step=on_step,
             on_eval=on_eval,
-            on_epoch_end=lambda st: sample(),
-            on_save=save,
+            on_epoch_end=lambda st: print_sample(args, trainer, tokenizer, dist),
+            on_save=lambda: save_checkpoint_of(args, trainer, args.output_dir / "checkpoint.pt"),
             save_every=args.save_every,
             stop=stop,
-        )  # fmt: skip
-    if not finished:
-        path = save()
-        if dist.is_main:
-            print(
-                f"Interrupted after step {trainer.state.step} of {trainer.total_steps}; "
-                f"checkpoint saved to {path}\nContinue with: --resume {path}",
-                file=sys.stderr,
-            )
-        return 130
-
-    say(banner("POST TRAINING OUTPUT"))
-    sample()
-    say(f"Training completed in {(time.perf_counter() - start) / 60:.2f} minutes.")
-    if args.save_every:
-        save()
-    if dist.is_main:
-        args.output_dir.mkdir(parents=True, exist_ok=True)
-        st = trainer.state
-        epochs = (
-            args.epochs if not args.max_steps else trainer.total_steps / trainer.steps_per_epoch
         )
-        plot = plot_losses(
-            epochs, st.eval_tokens_seen, st.train_losses, st.val_losses,
-            args.output_dir / "loss-plot.png",
-        )  # fmt: skip
-        weights = save_model(model, args.output_dir / "model.safetensors")
-        say(f"Loss plot saved to: {plot}")
-        say(f"Model weights saved to: {weights}")
-        if args.save_every:
-            say(f"Checkpoint saved to: {checkpoint_path}")
-    return 0
+
+
+def print_sample(args: argparse.Namespace, trainer: Trainer, tokenizer, dist: Dist) -> None:
+    """A greedy completion of --start-context, on one line."""
+    if dist.is_main:
+        with trainer.autocast():
+            text = complete_text(trainer.model, tokenizer, args.start_context, args.sample_tokens)
+        tqdm.write(">>> " + text.replace("\n", " "))
+
+
+def save_checkpoint_of(args: argparse.Namespace, trainer: Trainer, path: Path) -> None:
+    """checkpoint.pt with the flags; every process takes part (it gathers their RNG states)."""
+    state = trainer.state_dict()
+    if trainer.dist.is_main:
+        saved_args = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+        args.output_dir.mkdir(parents=True, exist_ok=True)
+        save_checkpoint({**state, "args": saved_args}, path)
+
+
+def save_results(args: argparse.Namespace, trainer: Trainer) -> None:
+    """loss-plot.png and model.safetensors in --output-dir."""
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    st = trainer.state
+    epochs = args.epochs if not args.max_steps else trainer.total_steps / trainer.steps_per_epoch
+    plot = plot_losses(
+        epochs, st.eval_tokens_seen, st.train_losses, st.val_losses,
+        args.output_dir / "loss-plot.png",
+    )  # fmt: skip
+    weights = save_model(trainer.model, args.output_dir / "model.safetensors")
+    print(f"Loss plot saved to: {plot}")
+    print(f"Model weights saved to: {weights}")
 
 
 if __name__ == "__main__":

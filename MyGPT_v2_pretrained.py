@@ -8,13 +8,18 @@ from pathlib import Path
 
 import torch
 
-from mygpt import Sampling, get_tokenizer, load_trained_model
+from mygpt import Sampling, get_tokenizer, gpt2_folder, load_gpt2, load_trained_model
 from mygpt.chat import chat
-from mygpt.cli import add_device_flags, banner, positive_int, run_main
+from mygpt.cli import (
+    add_device_flags,
+    add_download_flags,
+    banner,
+    download_settings,
+    positive_int,
+    run_main,
+)
 from mygpt.config import GPT2_SIZES
 from mygpt.devices import allow_tf32, autocast, pick_device
-from mygpt.pretrained import RetryPolicy, default_models_dir, download_gpt2, load_gpt2
-from mygpt.pretrained.download import download_size
 from mygpt.tokenizer import ENDOFTEXT_ID
 
 
@@ -23,11 +28,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
     p.add_argument("--model-size", default="124M", choices=list(GPT2_SIZES), help="GPT-2 size")
-    p.add_argument(
-        "--models-dir",
-        type=Path,
-        help=f"download cache (default: $MYGPT_MODELS_DIR or {default_models_dir()})",
-    )
     p.add_argument(
         "--checkpoint-dir",
         type=Path,
@@ -39,13 +39,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="complete with a model trained by MyGPT_v1_local-train.py "
         "(its model.safetensors or checkpoint.pt); no download",
     )
-    p.add_argument("--base-url", help="download from this server: {URL}/{size}/{file}")
-    p.add_argument(
-        "--source",
-        default="openai",
-        choices=("openai", "hf"),
-        help="openai: OpenAI's TensorFlow checkpoint; hf: the Hugging Face hub's safetensors",
-    )
+    add_download_flags(p)
     p.add_argument("--max-new-tokens", type=positive_int, default=50, help="completion length")
     p.add_argument("--temperature", type=float, default=0.7, help="0 is greedy")
     p.add_argument("--top-k", type=positive_int, default=40, help="sample among the k likeliest")
@@ -94,7 +88,8 @@ def main() -> None:
         model = load_trained_model(args.checkpoint, device)
         print(f"Loaded {args.checkpoint} ({model.num_parameters():,} parameters)\n")
     else:
-        model = load_gpt2(openai_checkpoint(args), device)
+        folder = args.checkpoint_dir or gpt2_folder(args.model_size, download_settings(args))
+        model = load_gpt2(folder, device)
     if args.compile:
         model = torch.compile(model, dynamic=True)  # prompts and the cache change lengths
     generator = None
@@ -102,24 +97,6 @@ def main() -> None:
         generator = torch.Generator(device=device).manual_seed(args.seed)
     with precision():
         chat(model, get_tokenizer(), args.sampling, generator)
-
-
-def openai_checkpoint(args: argparse.Namespace) -> Path:
-    """The folder of the GPT-2 checkpoint to load: given, or downloaded (cached) now."""
-    if args.checkpoint_dir:
-        return args.checkpoint_dir
-    size = None if args.base_url else download_size(args.model_size, args.source)
-    return download_gpt2(
-        args.model_size,
-        args.models_dir,
-        args.base_url,
-        args.source,
-        RetryPolicy(),
-        on_start=lambda: print(
-            f"Downloading model weights for the {args.model_size} parameter model"
-            f"{f' (≈{size / 1e6:.0f} MB)' if size else ''}...\n"
-        ),
-    )
 
 
 if __name__ == "__main__":

@@ -64,7 +64,7 @@ def make_pair(shape: Shape, tied: bool, drop: float) -> tuple[GPTModel, GPT2LMHe
     if not tied:
         state["out_head.weight"] = hf.lm_head.weight.detach().clone()
     else:
-        ours.out_head.weight = ours.tok_emb.weight
+        ours.tie_weights()
     ours.load_state_dict(state)
     return ours, hf
 

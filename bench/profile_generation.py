@@ -21,7 +21,7 @@ def main() -> None:
     args = p.parse_args()
     torch.manual_seed(0)
     model = GPTModel(gpt2_config("124M")).eval()
-    model.out_head.weight = model.tok_emb.weight  # tied, as GPT-2's own weights are
+    model.tie_weights()  # as GPT-2's own weights are
     prompt = torch.tensor([[6109, 3626, 6100, 345]])  # "Every effort moves you"
     generate(model, prompt, 5)  # warm-up
     with profile(activities=[ProfilerActivity.CPU]) as prof:

@@ -2,9 +2,10 @@
 
 from .checkpoint import load_checkpoint, load_model, load_trained_model, save_checkpoint, save_model
 from .config import GPT2_SIZES, GPTConfig, gpt2_config
-from .corpus import Corpus, load_corpus
+from .corpus import Corpus, load_corpus, load_tokens
 from .data import GPTDataset, TokenWindows, create_dataloader, read_text, split_text
 from .errors import DataError, UserError
+from .evaluate import TextScore, evaluate_tokens
 from .generate import (
     Sampling,
     complete_text,
@@ -26,17 +27,20 @@ from .train import (
     lr_at,
     make_optimizer,
 )
+from .weights import DownloadSettings, gpt2_folder, load_weights, reshaped
 
 __all__ = [
     "GPT2_SIZES",
     "Corpus",
     "DataError",
     "DownloadError",
+    "DownloadSettings",
     "GPTConfig",
     "GPTDataset",
     "GPTModel",
     "KVCache",
     "Sampling",
+    "TextScore",
     "TokenWindows",
     "TrainSettings",
     "TrainState",
@@ -47,19 +51,24 @@ __all__ = [
     "complete_text",
     "create_dataloader",
     "download_gpt2",
+    "evaluate_tokens",
     "generate",
     "generate_stream",
     "get_tokenizer",
     "gpt2_config",
+    "gpt2_folder",
     "load_checkpoint",
     "load_corpus",
     "load_gpt2",
     "load_model",
+    "load_tokens",
     "load_trained_model",
+    "load_weights",
     "lr_at",
     "make_optimizer",
     "penalize_repetition",
     "read_text",
+    "reshaped",
     "sample_next_token",
     "save_checkpoint",
     "save_model",

@@ -22,7 +22,7 @@ def save_model(model: GPTModel, path: str | Path, metadata: dict[str, str] | Non
     """Write weights, config and any extra metadata atomically (a temporary file renamed)."""
     path = Path(path)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    if model.out_head.weight is model.tok_emb.weight:
+    if model.is_tied:
         del state["out_head.weight"]  # tied: safetensors refuses shared storage, and it is a copy
     tmp = path.with_name(path.name + ".tmp")
     save_file(state, tmp, metadata={**(metadata or {}), "config": json.dumps(asdict(model.cfg))})
@@ -41,13 +41,24 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> GPTModel
     with safe_open(str(path), framework="pt", device=str(device)) as f:
         cfg = GPTConfig(**json.loads(f.metadata()["config"]))
         state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no iterator)
-    model = GPTModel(cfg).to(device)
-    tied = "out_head.weight" not in state
+    return model_from_state(cfg, state).eval()
+
+
+def model_from_state(cfg: GPTConfig, state: dict[str, torch.Tensor]) -> GPTModel:
+    """A GPTModel holding `state`'s tensors (no random init); its head tied if the state's is.
+
+    A state is tied when it has no out_head.weight (save_model) or shares tok_emb's storage
+    (a tied model's state_dict, also after torch.save and torch.load).
+    """
+    state = dict(state)
+    head, emb = state.get("out_head.weight"), state["tok_emb.weight"]
+    tied = head is None or head.untyped_storage().data_ptr() == emb.untyped_storage().data_ptr()
     if tied:
-        model.out_head.weight = model.tok_emb.weight
-        state["out_head.weight"] = state["tok_emb.weight"]
-    model.load_state_dict(state)
-    return model.eval()
+        state["out_head.weight"] = emb
+    with torch.device("meta"):
+        model = GPTModel(cfg)
+    model.load_state_dict(state, assign=True)
+    return model.tie_weights() if tied else model
 
 
 def save_checkpoint(checkpoint: dict[str, Any], path: str | Path) -> Path:
@@ -85,6 +96,4 @@ def load_trained_model(path: str | Path, device: torch.device | str = "cpu") -> 
         except (KeyError, OSError, ValueError, SafetensorError) as e:
             raise UserError(f"{path}: not weights saved by MyGPT ({e})") from None
     ckpt = load_checkpoint(path, device)
-    model = GPTModel(GPTConfig(**ckpt["config"])).to(device)
-    model.load_state_dict(ckpt["model"])
-    return model.eval()
+    return model_from_state(GPTConfig(**ckpt["config"]), ckpt["model"]).eval()

@@ -7,9 +7,12 @@ import signal
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from .devices import DEVICE_CHOICES, DTYPE_CHOICES
 from .errors import UserError
+from .pretrained import default_models_dir
+from .weights import DownloadSettings
 
 
 def run_main(main: Callable[[], int | None]) -> None:
@@ -51,6 +54,27 @@ def add_device_flags(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> No
     )
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--tf32", action="store_true", help="TF32 matmuls for float32 on CUDA")
+
+
+def add_download_flags(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """--models-dir, --base-url and --source: where GPT-2 sizes are downloaded from and to."""
+    p.add_argument(
+        "--models-dir",
+        type=Path,
+        help=f"download cache (default: $MYGPT_MODELS_DIR or {default_models_dir()})",
+    )
+    p.add_argument("--base-url", help="download from this server: {URL}/{size}/{file}")
+    p.add_argument(
+        "--source",
+        default="openai",
+        choices=("openai", "hf"),
+        help="openai: OpenAI's TensorFlow checkpoint; hf: the Hugging Face hub's safetensors",
+    )
+
+
+def download_settings(args: argparse.Namespace) -> DownloadSettings:
+    """The flags of add_download_flags."""
+    return DownloadSettings(args.models_dir and Path(args.models_dir), args.base_url, args.source)
 
 
 class GracefulStop:

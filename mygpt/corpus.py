@@ -87,24 +87,47 @@ def load_corpus(
     """Tokens of a file or folder; `memmap` None decides by size (IN_MEMORY_LIMIT)."""
     path = Path(path)
     files = text_files(path)
-    if memmap is None:
-        memmap = sum(f.stat().st_size for f in files) > IN_MEMORY_LIMIT
-    if not memmap:
-        texts = []
-        for f in files:
-            try:
-                texts.append(read_text(f))
-            except DataError as e:
-                raise DataError(f"{f}: {e}") from None
+    if not _use_memmap(files, memmap):
         train, val = (
             np.array(tokenizer.encode(part, allowed_special={ENDOFTEXT}))
-            for part in split_text(ENDOFTEXT.join(texts), train_ratio)
+            for part in split_text(_joined_text(files), train_ratio)
         )
         return Corpus(train, val)
     token_file = cached_token_file(path, files, tokenizer, log)
     tokens = np.memmap(token_file, dtype=np.uint16, mode="r")
     split = int(train_ratio * len(tokens))
     return Corpus(tokens[:split], tokens[split:], token_file)
+
+
+def load_tokens(
+    path: str | Path,
+    tokenizer: tiktoken.Encoding,
+    memmap: bool | None = None,
+    log: Callable[[str], None] = print,
+) -> np.ndarray:
+    """All the tokens of a file or folder, unsplit: in memory, or a memory map of the token file."""
+    path = Path(path)
+    files = text_files(path)
+    if not _use_memmap(files, memmap):
+        return np.array(tokenizer.encode(_joined_text(files), allowed_special={ENDOFTEXT}))
+    return np.memmap(cached_token_file(path, files, tokenizer, log), dtype=np.uint16, mode="r")
+
+
+def _use_memmap(files: list[Path], memmap: bool | None) -> bool:
+    if memmap is None:
+        return sum(f.stat().st_size for f in files) > IN_MEMORY_LIMIT
+    return memmap
+
+
+def _joined_text(files: list[Path]) -> str:
+    """The files' texts, <|endoftext|> between documents; a DataError names a bad file."""
+    texts = []
+    for f in files:
+        try:
+            texts.append(read_text(f))
+        except DataError as e:
+            raise DataError(f"{f}: {e}") from None
+    return ENDOFTEXT.join(texts)
 
 
 def cached_token_file(

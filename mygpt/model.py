@@ -162,6 +162,15 @@ class GPTModel(nn.Module):
         self.final_norm = LayerNorm(cfg.emb_dim)
         self.out_head = nn.Linear(cfg.emb_dim, cfg.vocab_size, bias=False)
 
+    def tie_weights(self) -> GPTModel:
+        """Share one matrix between the token embedding and the output head, as GPT-2 does."""
+        self.out_head.weight = self.tok_emb.weight
+        return self
+
+    @property
+    def is_tied(self) -> bool:
+        return self.out_head.weight is self.tok_emb.weight
+
     def new_kv_cache(self) -> KVCache:
         """An empty cache spanning this model's whole context."""
         return KVCache(self.cfg.n_layers, self.cfg.context_length)

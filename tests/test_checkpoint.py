@@ -16,7 +16,7 @@ def test_round_trip(tiny_model, tmp_path):
 
 def test_tied_head_stays_tied(tmp_path):
     model = GPTModel(TINY).eval()
-    model.out_head.weight = model.tok_emb.weight
+    model.tie_weights()
     loaded = load_model(save_model(model, tmp_path / "tied.safetensors"))
     assert loaded.out_head.weight is loaded.tok_emb.weight
     idx = torch.randint(0, TINY.vocab_size, (1, 5))

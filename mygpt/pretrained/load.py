@@ -19,7 +19,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.numpy import load_file
 
-from ..checkpoint import load_model, read_metadata, save_model
+from ..checkpoint import load_model, model_from_state, read_metadata, save_model
 from ..config import GPTConfig
 from ..errors import UserError
 from ..model import GPTModel
@@ -152,12 +152,7 @@ def gpt2_from_params(params: dict[str, np.ndarray], hparams: dict) -> GPTModel:
     if params:
         raise UserError(f"checkpoint has unexpected variables: {', '.join(sorted(params))}")
 
-    with torch.device("meta"):  # no random init: every tensor comes from the checkpoint
-        model = GPTModel(cfg)
     tensors = {
         k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)) for k, v in state.items()
     }
-    tensors["out_head.weight"] = tensors["tok_emb.weight"]
-    model.load_state_dict(tensors, assign=True)
-    model.out_head.weight = model.tok_emb.weight  # GPT-2 ties the output head to wte
-    return model.eval()
+    return model_from_state(cfg, tensors).eval()  # no out_head: GPT-2 ties it to wte

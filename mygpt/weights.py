@@ -1,0 +1,81 @@
+"""Where a model's weights come from: a GPT-2 size (downloaded once), a folder, or a v1 file.
+
+Both scripts load through here: v2 to chat, v1's --init-from to fine-tune.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+from .checkpoint import load_trained_model, model_from_state
+from .config import GPT2_SIZES, GPTConfig, gpt2_config
+from .errors import UserError
+from .model import GPTModel
+from .pretrained import RetryPolicy, download_gpt2, load_gpt2
+from .pretrained.download import download_size
+
+
+@dataclass(frozen=True)
+class DownloadSettings:
+    """Where GPT-2 sizes come from: --models-dir, --base-url and --source of both scripts."""
+
+    models_dir: Path | None = None  # None: $MYGPT_MODELS_DIR or ~/.cache/mygpt
+    base_url: str | None = None
+    source: str = "openai"  # "openai" (TensorFlow checkpoint) or "hf" (hub safetensors)
+    retry: RetryPolicy = RetryPolicy()
+
+
+def gpt2_folder(size: str, download: DownloadSettings, log: Callable[[str], None] = print) -> Path:
+    """The local folder of a GPT-2 size, downloaded (and announced) unless already complete."""
+    n_bytes = None if download.base_url else download_size(size, download.source)
+    approx = f" (≈{n_bytes / 1e6:.0f} MB)" if n_bytes else ""
+    return download_gpt2(
+        size,
+        download.models_dir,
+        download.base_url,
+        download.source,
+        download.retry,
+        on_start=lambda: log(
+            f"Downloading model weights for the {size} parameter model{approx}...\n"
+        ),
+    )
+
+
+def source_config(source: str) -> GPTConfig | None:
+    """The shape of a GPT-2 size, known before downloading it; None for folders and files."""
+    return gpt2_config(source, drop_rate=0.0, qkv_bias=True) if source in GPT2_SIZES else None
+
+
+def load_weights(
+    source: str | Path,
+    device: torch.device | str = "cpu",
+    download: DownloadSettings = DownloadSettings(),
+    log: Callable[[str], None] = print,
+) -> tuple[GPTModel, str]:
+    """A model from a GPT-2 size, a checkpoint folder (OpenAI's or the hub's layout), or
+    v1's model.safetensors / checkpoint.pt; and a line saying where its weights came from."""
+    if str(source) in GPT2_SIZES:
+        folder = gpt2_folder(str(source), download, log)
+        return load_gpt2(folder, device), f"OpenAI's GPT-2 {source} ({folder})"
+    path = Path(source)
+    if not path.exists():
+        raise UserError(f"{source}: no such file or folder (GPT-2 sizes: {', '.join(GPT2_SIZES)})")
+    if path.is_dir():
+        return load_gpt2(path, device), f"the GPT-2 checkpoint folder {path}"
+    return load_trained_model(path, device), str(path)
+
+
+def reshaped(model: GPTModel, context_length: int, drop_rate: float) -> GPTModel:
+    """The same weights with a context of its first `context_length` positions and dropout."""
+    if context_length > model.cfg.context_length:
+        raise ValueError(f"context {context_length} > the model's {model.cfg.context_length}")
+    cfg = replace(model.cfg, context_length=context_length, drop_rate=drop_rate)
+    state = model.state_dict(keep_vars=False)
+    state["pos_emb.weight"] = state["pos_emb.weight"][:context_length].clone()
+    if model.is_tied:
+        del state["out_head.weight"]
+    return model_from_state(cfg, state).train(model.training)
