@@ -31,3 +31,17 @@ def test_other_torch_files_are_not_checkpoints(tmp_path):
             load_checkpoint(tmp_path / name)
     with pytest.raises(UserError, match="missing.pt: no such file"):
         load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_a_tied_checkpoint_state_loads_tied(tmp_path):
+    """torch.save keeps the shared storage of a tied state_dict: the model comes back tied."""
+    from mygpt.checkpoint import model_from_state
+
+    tied = GPTModel(TINY).tie_weights()
+    torch.save({"model": tied.state_dict()}, tmp_path / "t.pt")
+    state = torch.load(tmp_path / "t.pt", weights_only=True)["model"]
+    assert model_from_state(TINY, state).is_tied
+    untied = GPTModel(TINY)
+    loaded = model_from_state(TINY, untied.state_dict())
+    assert not loaded.is_tied
+    assert torch.equal(loaded.out_head.weight, untied.out_head.weight)
