@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from mygpt import Sampling, get_tokenizer, gpt2_folder, load_gpt2, load_trained_model
-from mygpt.chat import chat
+from mygpt.chat import ChatSettings, chat
 from mygpt.cli import (
     add_device_flags,
     add_download_flags,
@@ -20,6 +20,7 @@ from mygpt.cli import (
 )
 from mygpt.config import GPT2_SIZES
 from mygpt.devices import allow_tf32, autocast, pick_device
+from mygpt.pretrained import default_models_dir
 from mygpt.tokenizer import ENDOFTEXT_ID
 
 
@@ -51,6 +52,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--stop", action="append", default=[], metavar="TEXT", help="end a completion at TEXT"
     )
     p.add_argument("--seed", type=int, help="same seed, same completions (default: random)")
+    p.add_argument("--verbose", action="store_true", help="a timing line after each completion")
     add_device_flags(p)
     args = p.parse_args(argv)
     if args.checkpoint and args.checkpoint_dir:
@@ -92,11 +94,10 @@ def main() -> None:
         model = load_gpt2(folder, device)
     if args.compile:
         model = torch.compile(model, dynamic=True)  # prompts and the cache change lengths
-    generator = None
-    if args.seed is not None:
-        generator = torch.Generator(device=device).manual_seed(args.seed)
+    settings = ChatSettings(args.sampling, args.seed, args.verbose)
+    history = (args.models_dir or default_models_dir()) / "chat-history"
     with precision():
-        chat(model, get_tokenizer(), args.sampling, generator)
+        chat(model, get_tokenizer(), settings, history_file=history)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,19 @@
-"""The interactive completion loop of MyGPT_v2_pretrained.py: read prompts, stream completions."""
+"""The interactive completion loop of MyGPT_v2_pretrained.py: read prompts, stream completions.
+
+On a terminal, prompts are read with line editing and a history kept across runs; Ctrl-C stops
+a completion and returns to the prompt. Lines starting with "/" are commands (/help).
+Piped input is echoed, so a scripted session reads like a typed one.
+"""
 
 from __future__ import annotations
 
+import signal
 import sys
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Generator, Iterable, Iterator
+from contextlib import suppress
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import TextIO
 
 import tiktoken
@@ -13,6 +23,82 @@ from .generate import Sampling, stream_text
 from .model import GPTModel
 
 EXIT_WORDS = ("exit", "quit")
+HEADER = "MyGPT: Please enter a sentence to complete (enter 'exit' to end chat)"
+HISTORY_LENGTH = 1000  # lines kept in the history file
+HELP = """\
+Commands:
+  /set NAME VALUE  change a setting: temperature, top_k, top_p, max_new_tokens,
+                   repetition_penalty, seed, verbose ('none' clears top_k, top_p, seed)
+  /show            the current settings
+  /help            this text
+  /exit            end the chat (so do 'exit', 'quit', Ctrl-D, and Ctrl-C at an empty prompt)
+Ctrl-C during a completion stops it. To complete text that starts with '/', type '//'."""
+
+
+@dataclass
+class ChatSettings:
+    """What /set changes: the sampling, the random seed and the timing line."""
+
+    sampling: Sampling
+    seed: int | None = None  # None: a different completion each time
+    verbose: bool = False  # a timing line after each completion
+
+
+def _parse_optional(kind):
+    def parse(text: str):
+        return None if text.lower() in ("none", "off") else kind(text)
+
+    return parse
+
+
+def _parse_bool(text: str) -> bool:
+    if text.lower() in ("on", "true", "yes", "1"):
+        return True
+    if text.lower() in ("off", "false", "no", "0"):
+        return False
+    raise ValueError(f"expected on or off, got {text!r}")
+
+
+# /set NAME VALUE: how each value is read. Sampling checks the ranges itself.
+SETTINGS = {
+    "temperature": float,
+    "top_k": _parse_optional(int),
+    "top_p": _parse_optional(float),
+    "max_new_tokens": int,
+    "repetition_penalty": float,
+    "seed": _parse_optional(int),
+    "verbose": _parse_bool,
+}
+
+
+def apply_setting(settings: ChatSettings, name: str, text: str) -> ChatSettings:
+    """Settings with NAME set to the value in `text`; ValueError says what is wrong."""
+    if name not in SETTINGS:
+        raise ValueError(f"unknown setting {name!r}; settings: {', '.join(SETTINGS)}")
+    try:
+        value = SETTINGS[name](text)
+    except ValueError:
+        raise ValueError(f"{name}: not a valid value: {text!r}") from None
+    if name == "max_new_tokens" and value < 1:
+        raise ValueError(f"max_new_tokens must be at least 1, got {value}")
+    if name in ("seed", "verbose"):
+        return replace(settings, **{name: value})
+    return replace(settings, sampling=replace(settings.sampling, **{name: value}))
+
+
+def show_settings(settings: ChatSettings) -> str:
+    s = settings.sampling
+    values = {
+        "temperature": s.temperature,
+        "top_k": s.top_k,
+        "top_p": s.top_p,
+        "max_new_tokens": s.max_new_tokens,
+        "repetition_penalty": s.repetition_penalty,
+        "seed": settings.seed,
+        "verbose": "on" if settings.verbose else "off",
+        "stop": ", ".join(repr(t) for t in s.stop) or None,
+    }
+    return "\n".join(f"  {k}: {'none' if v is None else v}" for k, v in values.items())
 
 
 def prompts(lines: Iterable[str]) -> Iterator[str]:
@@ -25,41 +111,141 @@ def prompts(lines: Iterable[str]) -> Iterator[str]:
             yield prompt
 
 
-def read_lines(prompt: str = "> ", stdin: TextIO | None = None) -> Iterator[str]:
-    """Lines typed after `prompt`; ends at end of input (Ctrl-D or the end of a pipe).
-
-    Piped lines are echoed, so a scripted session reads like a typed one.
-    """
-    stdin = stdin or sys.stdin
-    echo = not stdin.isatty()
+def piped_lines(prompt: str, stdin: TextIO) -> Iterator[str]:
+    """Lines of a pipe or file, each echoed after `prompt`, until the end of input."""
     while True:
         print(prompt, end="", flush=True)
         line = stdin.readline()
         if not line:
             print()
             return
-        if echo:
-            print(line.rstrip("\n"))
+        print(line.rstrip("\n"))
         yield line
+
+
+def terminal_lines(prompt: str, history_file: Path | None) -> Iterator[str]:
+    """Lines typed at `prompt` with line editing and history where the platform has readline.
+
+    Ctrl-D, and Ctrl-C on an empty line, end the input; Ctrl-C on a line being typed drops it.
+    """
+    try:
+        import readline
+    except ImportError:  # e.g. Windows: plain input() still works
+        readline = None
+    if readline and history_file:
+        readline.set_history_length(HISTORY_LENGTH)
+        with suppress(OSError):  # no history yet
+            readline.read_history_file(history_file)
+    typed = ""  # the line being edited when Ctrl-C came
+
+    def interrupted(signum: int, frame: object) -> None:
+        # Runs before readline clears its line: the only moment the typed text can be seen.
+        nonlocal typed
+        typed = readline.get_line_buffer() if readline else ""
+        raise KeyboardInterrupt
+
+    try:
+        while True:
+            typed = ""
+            previous = signal.signal(signal.SIGINT, interrupted)
+            try:
+                line = input(prompt)
+            except KeyboardInterrupt:
+                print()
+                if typed:
+                    continue  # as in a shell: Ctrl-C drops the line being typed
+                return
+            except EOFError:
+                print()
+                return
+            finally:
+                signal.signal(signal.SIGINT, previous)
+            yield line + "\n"
+    finally:
+        if readline and history_file:
+            with suppress(OSError):  # a read-only cache costs the history, not the chat
+                history_file.parent.mkdir(parents=True, exist_ok=True)
+                readline.write_history_file(history_file)
 
 
 def chat(
     model: GPTModel,
     tokenizer: tiktoken.Encoding,
-    sampling: Sampling,
-    generator: torch.Generator | None = None,
+    settings: ChatSettings,
     stdin: TextIO | None = None,
+    history_file: Path | None = None,
 ) -> None:
     """Ask for sentences and print each one completed, streamed token by token.
 
-    Ends at an exit word, at the end of input, or at Ctrl-C: all of them a normal way to leave.
+    Ends at an exit word or /exit, at the end of input, or at Ctrl-C at the prompt: all of
+    them a normal way to leave. `history_file` keeps a terminal's prompts across runs.
     """
+    stdin = stdin or sys.stdin
+    device = next(model.parameters()).device
+    generator = _generator(settings.seed, device)
     try:  # from the first line on: Ctrl-C right after it must not be a traceback either
-        print("MyGPT: Please enter a sentence to complete (enter 'exit' to end chat)")
-        for prompt in prompts(read_lines(stdin=stdin)):
+        print(HEADER)
+        lines = terminal_lines("> ", history_file) if stdin.isatty() else piped_lines("> ", stdin)
+        for prompt in prompts(lines):
+            if prompt.startswith("/") and not prompt.startswith("//"):
+                new = _command(prompt, settings)
+                if new is None:
+                    return
+                if new.seed != settings.seed:
+                    generator = _generator(new.seed, device)
+                settings = new
+                continue
+            prompt = prompt.removeprefix("/")  # "//text" completes "/text"
             print(f"MyGPT: {prompt}", end="", flush=True)
-            for piece in stream_text(model, tokenizer, prompt, sampling, generator):
-                print(piece, end="", flush=True)
+            start = time.perf_counter()
+            try:
+                pieces = stream_text(model, tokenizer, prompt, settings.sampling, generator)
+                n_tokens = _print_pieces(pieces)
+            except KeyboardInterrupt:  # stop this completion, keep the chat
+                print()
+                continue
             print()
+            if settings.verbose:
+                _timing_line(n_tokens, time.perf_counter() - start)
     except KeyboardInterrupt:
         print()
+
+
+def _print_pieces(pieces: Generator[str, None, int]) -> int:
+    """Print text pieces as they come; the number of tokens the generator reports."""
+    while True:
+        try:
+            print(next(pieces), end="", flush=True)
+        except StopIteration as end:
+            return end.value
+
+
+def _command(line: str, settings: ChatSettings) -> ChatSettings | None:
+    """Run a /command: the settings after it, or None to end the chat."""
+    name, *args = line[1:].split() or [""]
+    if name == "exit":
+        return None
+    if name == "help":
+        print(HELP)
+    elif name == "show":
+        print(show_settings(settings))
+    elif name == "set" and len(args) == 2:
+        try:
+            settings = apply_setting(settings, args[0], args[1])
+            print(f"  {args[0]} = {args[1]}")
+        except ValueError as e:
+            print(f"error: {e}")
+    elif name == "set":
+        print("error: usage: /set NAME VALUE (see /help)")
+    else:
+        print(f"error: unknown command /{name} (see /help; '//' completes text starting with '/')")
+    return settings
+
+
+def _generator(seed: int | None, device: torch.device) -> torch.Generator | None:
+    return None if seed is None else torch.Generator(device=device).manual_seed(seed)
+
+
+def _timing_line(n_tokens: int, seconds: float) -> None:
+    text = f"[{n_tokens} tokens, {seconds:.2f} s, {n_tokens / seconds:.1f} tokens/s]"
+    print(f"\x1b[2m{text}\x1b[0m" if sys.stdout.isatty() else text)

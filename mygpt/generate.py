@@ -7,7 +7,7 @@ and for text (`stream_text`, `complete_text`, the chat).
 from __future__ import annotations
 
 import codecs
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, fields, replace
 
 import tiktoken
@@ -174,8 +174,9 @@ def stream_text(
     prompt: str,
     sampling: Sampling | None = None,
     generator: torch.Generator | None = None,
-) -> Iterator[str]:
-    """Yield the completion of `prompt` as text pieces, as the tokens are generated.
+) -> Generator[str, None, int]:
+    """Yield the completion of `prompt` as text pieces, as the tokens are generated; return
+    the number of tokens generated.
 
     The prompt is plain text: "<|endoftext|>" in it is not the special token. The completion
     ends at `eos_id` (not shown) and before the first of the `stop` strings, even one that
@@ -187,7 +188,9 @@ def stream_text(
     # A token can end inside a multi-byte character: decode bytes incrementally.
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     held = ""  # text not shown yet: it may be the start of a stop string
+    n_tokens = 0
     for next_id in generate_stream(model, idx, sampling=replace(s, stop=()), generator=generator):
+        n_tokens += 1
         token = int(next_id)
         if token == s.eos_id:
             break
@@ -196,13 +199,14 @@ def stream_text(
         if hits:
             if shown := held[: min(hits)]:
                 yield shown
-            return
+            return n_tokens
         keep = _stop_prefix_length(held, s.stop)
         if shown := held[: len(held) - keep]:
             yield shown
         held = held[len(held) - keep :]
     if rest := held + decoder.decode(b"", final=True):
         yield rest
+    return n_tokens
 
 
 def _stop_prefix_length(text: str, stops: tuple[str, ...]) -> int:

@@ -1,10 +1,12 @@
 import importlib
 import io
+import re
 
+import pytest
 import torch
 
 from mygpt import GPTConfig, GPTModel, Sampling, complete_text, stream_text
-from mygpt.chat import chat, prompts
+from mygpt.chat import ChatSettings, apply_setting, chat, prompts
 from mygpt.tokenizer import ENDOFTEXT_ID
 
 
@@ -47,7 +49,8 @@ def test_special_token_text_is_plain_text(tokenizer, monkeypatch):
 
 def test_chat_transcript(tokenizer, capsys):
     model = small_model()
-    chat(model, tokenizer, Sampling(max_new_tokens=5), stdin=io.StringIO("\nEvery effort\nexit\n"))
+    chat(model, tokenizer, ChatSettings(Sampling(max_new_tokens=5)),
+         stdin=io.StringIO("\nEvery effort\nexit\n"))  # fmt: skip
     out = capsys.readouterr().out.splitlines()
     expected = complete_text(model, tokenizer, "Every effort", 5)
     assert out == [
@@ -57,3 +60,64 @@ def test_chat_transcript(tokenizer, capsys):
         f"MyGPT: {expected}",
         "> exit",
     ]
+
+
+def test_set_show_and_commands_in_a_piped_chat(tokenizer, capsys):
+    model = small_model()
+    lines = [
+        "/show",
+        "/set temperature abc",
+        "/set top_k 0",
+        "/set max_new_tokens 0",
+        "/set colour blue",
+        "/set temperature",
+        "/frobnicate",
+        "/set max_new_tokens 4",
+        "/set repetition_penalty 1.5",
+        "/set top_k none",
+        "/set verbose on",
+        "//etc",
+        "/exit",
+        "never read",
+    ]
+    settings = ChatSettings(Sampling(max_new_tokens=9, top_k=40, temperature=0.0), seed=3)
+    chat(model, tokenizer, settings, stdin=io.StringIO("\n".join(lines) + "\n"))
+    out = capsys.readouterr().out.splitlines()
+    answers = [line for line in out if not line.startswith("> ")]
+    expected = complete_text(model, tokenizer, "/etc", 4, repetition_penalty=1.5)
+    assert answers[1:] == [
+        "  temperature: 0.0",
+        "  top_k: 40",
+        "  top_p: none",
+        "  max_new_tokens: 9",
+        "  repetition_penalty: 1.0",
+        "  seed: 3",
+        "  verbose: off",
+        "  stop: none",
+        "error: temperature: not a valid value: 'abc'",
+        "error: top_k must be at least 1, got 0",
+        "error: max_new_tokens must be at least 1, got 0",
+        "error: unknown setting 'colour'; settings: temperature, top_k, top_p, max_new_tokens, "
+        "repetition_penalty, seed, verbose",
+        "error: usage: /set NAME VALUE (see /help)",
+        "error: unknown command /frobnicate (see /help; '//' completes text starting with '/')",
+        "  max_new_tokens = 4",
+        "  repetition_penalty = 1.5",
+        "  top_k = none",
+        "  verbose = on",
+        f"MyGPT: {expected}",  # "//etc" completes the literal "/etc"
+        answers[-1],
+    ]
+    assert re.fullmatch(r"\[4 tokens, \d+\.\d\d s, \d+\.\d tokens/s\]", answers[-1])  # no escapes
+    assert "never read" not in "\n".join(out)
+
+
+def test_apply_setting():
+    s = ChatSettings(Sampling())
+    assert apply_setting(s, "top_p", "0.9").sampling.top_p == 0.9
+    assert apply_setting(s, "seed", "42").seed == 42
+    assert apply_setting(apply_setting(s, "seed", "42"), "seed", "none").seed is None
+    assert apply_setting(s, "verbose", "off").verbose is False
+    for name, value in [("top_p", "2"), ("verbose", "maybe"), ("temperature", "-1")]:
+        with pytest.raises(ValueError):
+            apply_setting(s, name, value)
