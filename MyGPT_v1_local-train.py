@@ -23,7 +23,6 @@ from mygpt import (
     GPTModel,
     TokenWindows,
     UserError,
-    complete_text,
     evaluate_tokens,
     get_tokenizer,
     load_weights,
@@ -41,11 +40,19 @@ from mygpt.cli import (
     run_main,
 )
 from mygpt.corpus import IN_MEMORY_LIMIT, load_corpus, load_tokens
-from mygpt.devices import allow_tf32, autocast, pick_device
+from mygpt.devices import allow_tf32, make_autocast, pick_device
 from mygpt.distributed import Dist, init_distributed, shutdown_distributed
 from mygpt.errors import DataError
 from mygpt.plot import plot_losses
-from mygpt.train import Trainer, TrainSettings, make_optimizer
+from mygpt.train import (
+    Trainer,
+    TrainSettings,
+    TrainState,
+    make_optimizer,
+    progress_line,
+    sample_line,
+    wrap_for_training,
+)
 from mygpt.weights import source_config
 
 DEFAULT_DATA = Path(__file__).with_name("the-verdict.txt")
@@ -190,7 +197,7 @@ def evaluate(args: argparse.Namespace, checkpoint: dict | None, dist: Dist, devi
     if len(tokens) < 2:
         raise DataError(f"{args.data}: too short: {len(tokens)} token, scoring needs 2")
     score = evaluate_tokens(model, tokens, batch_size=args.batch_size,
-                            autocast=autocast(device, args.dtype))  # fmt: skip
+                            autocast=make_autocast(device, args.dtype))  # fmt: skip
     if dist.is_main:
         print(
             f"Loss {score.loss:.4f}, perplexity {score.perplexity:.2f} "
@@ -201,30 +208,31 @@ def evaluate(args: argparse.Namespace, checkpoint: dict | None, dist: Dist, devi
 
 def train(args: argparse.Namespace, checkpoint: dict | None, dist: Dist, device) -> int:
     """The run: model, data, the training loop with its reports, then the plot and weights."""
-    say = print if dist.is_main else lambda *a, **k: None
+    print0 = print if dist.is_main else lambda *a, **k: None
     if args.output_dir.exists() and not args.output_dir.is_dir():
         raise UserError(f"--output-dir {args.output_dir}: exists and is not a directory")
     allow_tf32(args.tf32)
-    model, origin = start_model(args, checkpoint, dist, device, say)
+    model, origin = start_model(args, checkpoint, dist, device, print0)
     tokenizer = get_tokenizer()
-    train_windows, val_windows = load_windows(args, model.cfg, tokenizer, dist, say)
-    show_model(model, origin, device, dist, say)
+    train_windows, val_windows = load_windows(args, model.cfg, tokenizer, dist, print0)
+    show_model(model, origin, device, dist, print0)
 
-    say(banner("TRAINING OUR GPT MODEL"))
-    say(f"\nLoaded training data from: {shown_path(args.data)}")
+    print0(banner("TRAINING OUR GPT MODEL"))
+    print0(f"\nLoaded training data from: {shown_path(args.data)}")
     if args.init_from and not checkpoint:
-        say(f"Fine-tuning with lr {args.lr:g}, drop rate {args.drop_rate:g}, "
+        print0(f"Fine-tuning with lr {args.lr:g}, drop rate {args.drop_rate:g}, "
             f"weight decay {args.weight_decay:g}")  # fmt: skip
     optimizer = make_optimizer(model, args.lr, args.weight_decay, device, args.decay_matrices_only)
+    net = wrap_for_training(model, device, dist, args.compile)
     trainer = Trainer(
-        model, optimizer, train_windows, val_windows, train_settings(args), device, dist,
-        autocast(device, args.dtype), args.compile,
+        net, optimizer, train_windows, val_windows, train_settings(args), device, dist,
+        make_autocast(device, args.dtype),
     )  # fmt: skip
     if checkpoint:
         trainer.load_state_dict(checkpoint)
-        say(f"Resuming from {args.resume} at step {trainer.state.step} of {trainer.total_steps}")
+        print0(f"Resuming from {args.resume} at step {trainer.state.step} of {trainer.total_steps}")
     else:
-        say("Starting Training...")
+        print0("Starting Training...")
 
     start = time.perf_counter()
     finished = run_training(args, trainer, tokenizer, dist)
@@ -239,15 +247,15 @@ def train(args: argparse.Namespace, checkpoint: dict | None, dist: Dist, device)
             )
         return 130
 
-    say(banner("POST TRAINING OUTPUT"))
+    print0(banner("POST TRAINING OUTPUT"))
     print_sample(args, trainer, tokenizer, dist)
-    say(f"Training completed in {(time.perf_counter() - start) / 60:.2f} minutes.")
+    print0(f"Training completed in {(time.perf_counter() - start) / 60:.2f} minutes.")
     if args.save_every:
         save_checkpoint_of(args, trainer, checkpoint_path)
     if dist.is_main:
         save_results(args, trainer)
         if args.save_every:
-            say(f"Checkpoint saved to: {checkpoint_path}")
+            print0(f"Checkpoint saved to: {checkpoint_path}")
     return 0
 
 
@@ -306,20 +314,20 @@ def model_config(args: argparse.Namespace, vocab_size: int) -> GPTConfig:
     )
 
 
-def show_model(model: GPTModel, origin: str | None, device, dist: Dist, say: Callable) -> None:
+def show_model(model: GPTModel, origin: str | None, device, dist: Dist, print0: Callable) -> None:
     """The configuration listing of the book's run, and where the weights came from."""
     if origin is None:
-        say(banner("UNTRAINED GPT MODEL"))
-        say("\nUntrained model created with the following configuration:")
+        print0(banner("UNTRAINED GPT MODEL"))
+        print0("\nUntrained model created with the following configuration:")
     else:
-        say(banner("PRETRAINED GPT MODEL"))
-        say("\nModel loaded with the following configuration:")
+        print0(banner("PRETRAINED GPT MODEL"))
+        print0("\nModel loaded with the following configuration:")
     for name, value in asdict(model.cfg).items():
-        say(f"- {name}: {value}")
+        print0(f"- {name}: {value}")
     if origin is not None:
-        say(f"Weights from: {origin}")
+        print0(f"Weights from: {origin}")
     processes = f", {dist.world_size} processes" if dist.enabled else ""
-    say(f"({model.num_parameters():,} parameters, on {device.type}{processes})\n")
+    print0(f"({model.num_parameters():,} parameters, on {device.type}{processes})\n")
 
 
 def shown_path(path: Path) -> str | Path:
@@ -345,32 +353,29 @@ def train_settings(args: argparse.Namespace) -> TrainSettings:
 
 
 def load_windows(
-    args: argparse.Namespace, cfg: GPTConfig, tokenizer, dist: Dist, say: Callable
+    args: argparse.Namespace, cfg: GPTConfig, tokenizer, dist: Dist, print0: Callable
 ) -> tuple[TokenWindows, TokenWindows]:
     """Training and validation windows of --data; rank 0 makes any token file first."""
     with dist.main_first():  # rank 0 tokenizes into the cache first; the others then read it
-        corpus = load_corpus(args.data, tokenizer, args.train_ratio, args.memmap or None, say)
+        corpus = load_corpus(args.data, tokenizer, args.train_ratio, args.memmap or None, print0)
     global_batch = args.batch_size * args.grad_accum * dist.world_size
     try:
         return corpus.windows(cfg.context_length, args.stride or cfg.context_length, global_batch)
-    except DataError as e:  # too short: say which data
+    except DataError as e:  # too short: print0 which data
         raise DataError(f"{args.data}: {e}") from None
 
 
 def run_training(args: argparse.Namespace, trainer: Trainer, tokenizer, dist: Dist) -> bool:
     """Trainer.run with the book's reports; False if Ctrl-C stopped it first."""
 
-    def on_step(st) -> None:
+    def on_step(state: TrainState, lr: float, grad_norm) -> None:
         bar.update()
-        if args.sample_every and st.step % args.sample_every == 0:
+        if args.sample_every and state.step % args.sample_every == 0:
             print_sample(args, trainer, tokenizer, dist)
 
-    def on_eval(st, train_loss: float, val_loss: float) -> None:
+    def on_eval(state: TrainState, train_loss: float, val_loss: float) -> None:
         if dist.is_main:
-            tqdm.write(
-                f"Ep {st.epoch} (Step {st.step - 1:06d}): "
-                f"Train loss {train_loss:.3f}, Val loss {val_loss:.3f}"
-            )
+            tqdm.write(progress_line(state.epoch, state.step - 1, train_loss, val_loss))
 
     # The bar lives on stderr and only on a terminal; tqdm.write keeps it below the printed lines.
     with (
@@ -383,7 +388,7 @@ def run_training(args: argparse.Namespace, trainer: Trainer, tokenizer, dist: Di
         return trainer.run(
             on_step=on_step,
             on_eval=on_eval,
-            on_epoch_end=lambda st: print_sample(args, trainer, tokenizer, dist),
+            on_epoch_end=lambda state: print_sample(args, trainer, tokenizer, dist),
             on_save=lambda: save_checkpoint_of(args, trainer, args.output_dir / "checkpoint.pt"),
             save_every=args.save_every,
             stop=stop,
@@ -394,8 +399,7 @@ def print_sample(args: argparse.Namespace, trainer: Trainer, tokenizer, dist: Di
     """A greedy completion of --start-context, on one line."""
     if dist.is_main:
         with trainer.autocast():
-            text = complete_text(trainer.model, tokenizer, args.start_context, args.sample_tokens)
-        tqdm.write(">>> " + text.replace("\n", " "))
+            tqdm.write(sample_line(trainer.gpt, tokenizer, args.start_context, args.sample_tokens))
 
 
 def save_checkpoint_of(args: argparse.Namespace, trainer: Trainer, path: Path) -> None:
@@ -410,13 +414,13 @@ def save_checkpoint_of(args: argparse.Namespace, trainer: Trainer, path: Path) -
 def save_results(args: argparse.Namespace, trainer: Trainer) -> None:
     """loss-plot.png and model.safetensors in --output-dir."""
     args.output_dir.mkdir(parents=True, exist_ok=True)
-    st = trainer.state
+    state = trainer.state
     epochs = args.epochs if not args.max_steps else trainer.total_steps / trainer.steps_per_epoch
     plot = plot_losses(
-        epochs, st.eval_tokens_seen, st.train_losses, st.val_losses,
+        epochs, state.eval_tokens_seen, state.train_losses, state.val_losses,
         args.output_dir / "loss-plot.png",
     )  # fmt: skip
-    weights = save_model(trainer.model, args.output_dir / "model.safetensors")
+    weights = save_model(trainer.gpt, args.output_dir / "model.safetensors")
     print(f"Loss plot saved to: {plot}")
     print(f"Model weights saved to: {weights}")
 

@@ -19,7 +19,7 @@ from mygpt.cli import (
     run_main,
 )
 from mygpt.config import GPT2_SIZES
-from mygpt.devices import allow_tf32, autocast, pick_device
+from mygpt.devices import allow_tf32, make_autocast, pick_device
 from mygpt.pretrained import default_models_dir
 from mygpt.tokenizer import ENDOFTEXT_ID
 
@@ -83,7 +83,7 @@ def main() -> None:
     sys.stdin.reconfigure(errors="replace")
     device = pick_device(args.device)
     allow_tf32(args.tf32)
-    precision = autocast(device, args.dtype)
+    precision = make_autocast(device, args.dtype)
     print(banner("PRETRAINED GPT MODEL"))
     print()
     if args.checkpoint:

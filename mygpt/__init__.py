@@ -3,7 +3,7 @@
 from .checkpoint import load_checkpoint, load_model, load_trained_model, save_checkpoint, save_model
 from .config import GPT2_SIZES, GPTConfig, gpt2_config
 from .corpus import Corpus, load_corpus, load_tokens
-from .data import GPTDataset, TokenWindows, create_dataloader, read_text, split_text
+from .data import GPTDataset, TokenWindows, WindowOrder, create_dataloader, read_text, split_text
 from .errors import DataError, UserError
 from .evaluate import TextScore, evaluate_tokens
 from .generate import (
@@ -24,8 +24,12 @@ from .train import (
     TrainState,
     calc_loss_batch,
     calc_loss_loader,
+    evaluate_model,
     lr_at,
     make_optimizer,
+    train_model,
+    unwrap,
+    wrap_for_training,
 )
 from .weights import DownloadSettings, gpt2_folder, load_weights, reshaped
 
@@ -46,11 +50,13 @@ __all__ = [
     "TrainState",
     "Trainer",
     "UserError",
+    "WindowOrder",
     "calc_loss_batch",
     "calc_loss_loader",
     "complete_text",
     "create_dataloader",
     "download_gpt2",
+    "evaluate_model",
     "evaluate_tokens",
     "generate",
     "generate_stream",
@@ -76,4 +82,7 @@ __all__ = [
     "stream_text",
     "text_to_token_ids",
     "token_ids_to_text",
+    "train_model",
+    "unwrap",
+    "wrap_for_training",
 ]

@@ -87,16 +87,16 @@ def apply_setting(settings: ChatSettings, name: str, text: str) -> ChatSettings:
 
 
 def show_settings(settings: ChatSettings) -> str:
-    s = settings.sampling
+    sampling = settings.sampling
     values = {
-        "temperature": s.temperature,
-        "top_k": s.top_k,
-        "top_p": s.top_p,
-        "max_new_tokens": s.max_new_tokens,
-        "repetition_penalty": s.repetition_penalty,
+        "temperature": sampling.temperature,
+        "top_k": sampling.top_k,
+        "top_p": sampling.top_p,
+        "max_new_tokens": sampling.max_new_tokens,
+        "repetition_penalty": sampling.repetition_penalty,
         "seed": settings.seed,
         "verbose": "on" if settings.verbose else "off",
-        "stop": ", ".join(repr(t) for t in s.stop) or None,
+        "stop": ", ".join(repr(t) for t in sampling.stop) or None,
     }
     return "\n".join(f"  {k}: {'none' if v is None else v}" for k, v in values.items())
 

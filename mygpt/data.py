@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -99,3 +99,61 @@ def split_text(text: str, train_ratio: float = 0.9) -> tuple[str, str]:
     """Split by characters: the first `train_ratio` for training, the rest for validation."""
     split_idx = int(train_ratio * len(text))
     return text[:split_idx], text[split_idx:]
+
+
+class WindowOrder:
+    """Which windows each process reads at each step: the book's shuffled DataLoader order.
+
+    A global batch is `batch_size` x `grad_accum` x `world_size` consecutive windows of the
+    epoch's shuffled order. With batch_size 2, grad_accum 2 and 2 processes, step k reads
+    order[8k : 8k+8] as
+
+        accumulation pass 0:  rank 0 order[8k+0 : 8k+2]   rank 1 order[8k+2 : 8k+4]
+        accumulation pass 1:  rank 0 order[8k+4 : 8k+6]   rank 1 order[8k+6 : 8k+8]
+
+    so N processes read, between them, exactly the rows that one process with N times the
+    batch reads, and the losses follow the single-process run.
+    """
+
+    def __init__(
+        self,
+        n_windows: int,
+        batch_size: int,
+        grad_accum: int = 1,
+        world_size: int = 1,
+        rank: int = 0,
+    ):
+        self.n_windows, self.batch_size, self.grad_accum = n_windows, batch_size, grad_accum
+        self.world_size, self.rank = world_size, rank
+        self._cached: tuple[int, list[int]] | None = None  # (seed, order) of the last epoch
+
+    @property
+    def global_batch(self) -> int:
+        return self.batch_size * self.grad_accum * self.world_size
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.n_windows // self.global_batch  # a last, partial batch is dropped
+
+    @staticmethod
+    def draw_seed(draw: Callable[[], int], shuffle: bool = True) -> int | None:
+        """Draw from the global RNG as iterating the book's DataLoader does.
+
+        The DataLoader draws a base seed for its workers, then RandomSampler the shuffle's:
+        drawing both keeps the global RNG, and so dropout, where the book has it.
+        """
+        draw()
+        return draw() if shuffle else None
+
+    def shuffled(self, seed: int) -> list[int]:
+        """The permutation RandomSampler yields for this seed (the last one is cached)."""
+        if self._cached is None or self._cached[0] != seed:
+            generator = torch.Generator().manual_seed(seed)
+            self._cached = (seed, torch.randperm(self.n_windows, generator=generator).tolist())
+        return self._cached[1]
+
+    def rows(self, order: Sequence[int], step: int, accum_pass: int = 0) -> Sequence[int]:
+        """This process's windows for one accumulation pass of `step` (0-based in the epoch)."""
+        start = step * self.global_batch
+        start += (accum_pass * self.world_size + self.rank) * self.batch_size
+        return order[start : start + self.batch_size]

@@ -32,7 +32,9 @@ def pick_device(name: str = "auto") -> torch.device:
         raise UserError(f"--device {name}: not a device; use one of {DEVICE_CHOICES}") from None
 
 
-def autocast(device: torch.device, dtype: str = "float32") -> Callable[[], AbstractContextManager]:
+def make_autocast(
+    device: torch.device, dtype: str = "float32"
+) -> Callable[[], AbstractContextManager]:
     """A factory of contexts running matmuls in `dtype` (weights and optimizer stay float32)."""
     if dtype == "float32":
         return nullcontext

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
-import torch.distributed as dist
+import torch.distributed as torch_dist
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ class Dist:
 
     def barrier(self) -> None:
         if self.enabled:
-            dist.barrier()
+            torch_dist.barrier()
 
     @contextmanager
     def main_first(self) -> Iterator[None]:
@@ -47,7 +47,7 @@ class Dist:
         if not self.enabled:
             return values
         t = torch.tensor(values, dtype=torch.float64)
-        dist.all_reduce(t)
+        torch_dist.all_reduce(t)
         return t.tolist()
 
     def any(self, flag: bool) -> bool:
@@ -62,7 +62,7 @@ class Dist:
         """
         seed = torch.empty((), dtype=torch.int64).random_()
         if self.enabled:
-            dist.broadcast(seed, src=0)
+            torch_dist.broadcast(seed, src=0)
         return int(seed.item())
 
     def gather(self, obj: object) -> list[object]:
@@ -70,7 +70,7 @@ class Dist:
         if not self.enabled:
             return [obj]
         out: list[object] = [None] * self.world_size
-        dist.all_gather_object(out, obj)
+        torch_dist.all_gather_object(out, obj)
         return out
 
 
@@ -89,7 +89,7 @@ def init_distributed(device: torch.device) -> tuple[Dist, torch.device]:
     if device.type == "cuda":
         device = torch.device("cuda", ctx.local_rank)
         torch.cuda.set_device(device)
-    dist.init_process_group(
+    torch_dist.init_process_group(
         backend="nccl" if device.type == "cuda" else "gloo",
         device_id=device if device.type == "cuda" else None,
     )
@@ -97,5 +97,5 @@ def init_distributed(device: torch.device) -> tuple[Dist, torch.device]:
 
 
 def shutdown_distributed(ctx: Dist) -> None:
-    if ctx.enabled and dist.is_initialized():
-        dist.destroy_process_group()
+    if ctx.enabled and torch_dist.is_initialized():
+        torch_dist.destroy_process_group()

@@ -109,8 +109,8 @@ def generate_stream(
     **options,
 ) -> Iterator[Tensor]:
     """Yield the next (B, 1) token ids one step at a time; arguments as in `generate`."""
-    s = _sampling(sampling, max_new_tokens, options)
-    if s.stop:
+    sampling = _sampling(sampling, max_new_tokens, options)
+    if sampling.stop:
         raise ValueError("stop strings are text: use stream_text or complete_text")
     context_size = min(context_size or model.cfg.context_length, model.cfg.context_length)
     finished = torch.zeros(idx.shape[0], dtype=torch.bool, device=idx.device)
@@ -118,7 +118,7 @@ def generate_stream(
     was_training = model.training
     model.eval()
     try:
-        for _ in range(s.max_new_tokens):
+        for _ in range(sampling.max_new_tokens):
             if kv_cache is None:
                 logits = model(idx[:, -context_size:])
             elif kv_cache.length == 0 or kv_cache.length >= context_size:
@@ -129,15 +129,15 @@ def generate_stream(
             else:
                 logits = model(idx[:, -1:], kv_cache)
             # As transformers does: the penalty sees every id so far, prompt included.
-            logits = penalize_repetition(logits[:, -1].float(), idx, s.repetition_penalty)
-            next_ids = sample_next_token(logits, s, generator)
-            if s.eos_id is not None:
+            logits = penalize_repetition(logits[:, -1].float(), idx, sampling.repetition_penalty)
+            next_ids = sample_next_token(logits, sampling, generator)
+            if sampling.eos_id is not None:
                 # Rows that already ended keep emitting eos_id, so the batch stays rectangular.
-                next_ids = next_ids.masked_fill(finished.unsqueeze(1), s.eos_id)
-                finished |= next_ids.squeeze(1) == s.eos_id
+                next_ids = next_ids.masked_fill(finished.unsqueeze(1), sampling.eos_id)
+                finished |= next_ids.squeeze(1) == sampling.eos_id
             idx = torch.cat((idx, next_ids), dim=1)
             yield next_ids
-            if s.eos_id is not None and bool(finished.all()):
+            if sampling.eos_id is not None and bool(finished.all()):
                 return
     finally:
         model.train(was_training)
@@ -182,25 +182,27 @@ def stream_text(
     ends at `eos_id` (not shown) and before the first of the `stop` strings, even one that
     spans several tokens.
     """
-    s = sampling or Sampling()
+    sampling = sampling or Sampling()
     device = next(model.parameters()).device
     idx = torch.tensor([tokenizer.encode(prompt, disallowed_special=())], device=device)
     # A token can end inside a multi-byte character: decode bytes incrementally.
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     held = ""  # text not shown yet: it may be the start of a stop string
     n_tokens = 0
-    for next_id in generate_stream(model, idx, sampling=replace(s, stop=()), generator=generator):
+    for next_id in generate_stream(
+        model, idx, sampling=replace(sampling, stop=()), generator=generator
+    ):
         n_tokens += 1
         token = int(next_id)
-        if token == s.eos_id:
+        if token == sampling.eos_id:
             break
         held += decoder.decode(tokenizer.decode_single_token_bytes(token))
-        hits = [i for i in (held.find(stop) for stop in s.stop) if i >= 0]
+        hits = [i for i in (held.find(stop) for stop in sampling.stop) if i >= 0]
         if hits:
             if shown := held[: min(hits)]:
                 yield shown
             return n_tokens
-        keep = _stop_prefix_length(held, s.stop)
+        keep = _stop_prefix_length(held, sampling.stop)
         if shown := held[: len(held) - keep]:
             yield shown
         held = held[len(held) - keep :]
@@ -228,5 +230,5 @@ def complete_text(
     **options,
 ) -> str:
     """The prompt and its continuation as text (greedy unless told otherwise); see stream_text."""
-    s = _sampling(sampling, max_new_tokens, options)
-    return prompt + "".join(stream_text(model, tokenizer, prompt, s, generator))
+    sampling = _sampling(sampling, max_new_tokens, options)
+    return prompt + "".join(stream_text(model, tokenizer, prompt, sampling, generator))

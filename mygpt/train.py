@@ -14,14 +14,17 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+import tiktoken
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from .data import TokenWindows
+from .data import TokenWindows, WindowOrder
 from .distributed import Dist
 from .errors import UserError
+from .generate import complete_text
 from .model import GPTModel
 
 
@@ -44,15 +47,16 @@ class TrainSettings:
     eval_iter: int = 5  # batches per loss estimate
 
 
-def lr_at(step: int, s: TrainSettings, total_steps: int) -> float:
+def lr_at(step: int, settings: TrainSettings, total_steps: int) -> float:
     """The learning rate of 0-based optimizer step `step`."""
-    if step < s.warmup_steps:
-        return s.lr * (step + 1) / s.warmup_steps
-    if s.lr_decay == "constant":
-        return s.lr
-    min_lr = s.lr / 10 if s.min_lr is None else s.min_lr
-    progress = (step - s.warmup_steps) / max(1, total_steps - s.warmup_steps)
-    return min_lr + 0.5 * (s.lr - min_lr) * (1 + math.cos(math.pi * min(progress, 1.0)))
+    lr, warmup = settings.lr, settings.warmup_steps
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    if settings.lr_decay == "constant":
+        return lr
+    min_lr = lr / 10 if settings.min_lr is None else settings.min_lr
+    progress = (step - warmup) / max(1, total_steps - warmup)
+    return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 
 def make_optimizer(
@@ -62,10 +66,7 @@ def make_optimizer(
     device: torch.device | str,
     decay_matrices_only: bool = False,
 ) -> torch.optim.AdamW:
-    """AdamW; the fused kernel where the device has one (same maths).
-
-    On a 2-core CPU, fused AdamW takes a 124M model's optimizer step from ~1.2 s to ~0.13 s.
-    """
+    """AdamW; the fused kernel where the device has one (same maths, far faster on a CPU)."""
     params: Any = model.parameters()
     if decay_matrices_only:
         named = list(model.named_parameters())
@@ -106,6 +107,82 @@ def calc_loss_loader(
     return total / num_batches
 
 
+# --- The book's training loop -------------------------------------------------------------
+
+
+def evaluate_model(
+    model: GPTModel,
+    train_loader: DataLoader,
+    val_loader: DataLoader,
+    device: torch.device | str,
+    eval_iter: int,
+) -> tuple[float, float]:
+    """Train and validation loss over `eval_iter` batches each, in eval mode (the book's)."""
+    model.eval()
+    try:
+        train_loss = calc_loss_loader(train_loader, model, device, eval_iter)
+        val_loss = calc_loss_loader(val_loader, model, device, eval_iter)
+    finally:
+        model.train()
+    return train_loss, val_loss
+
+
+def progress_line(epoch: int, step: int, train_loss: float, val_loss: float) -> str:
+    """`Ep 1 (Step 000005): Train loss 8.111, Val loss 8.339`: step is 0-based."""
+    return f"Ep {epoch} (Step {step:06d}): Train loss {train_loss:.3f}, Val loss {val_loss:.3f}"
+
+
+def sample_line(
+    model: GPTModel, tokenizer: tiktoken.Encoding, start_context: str, max_new_tokens: int = 50
+) -> str:
+    """`>>> ` and a greedy completion of `start_context`, on one line."""
+    return ">>> " + complete_text(model, tokenizer, start_context, max_new_tokens).replace(
+        "\n", " "
+    )
+
+
+def train_model(
+    model: GPTModel,
+    train_loader: DataLoader,
+    val_loader: DataLoader,
+    optimizer: torch.optim.Optimizer,
+    device: torch.device | str,
+    num_epochs: int,
+    eval_freq: int,
+    eval_iter: int,
+    start_context: str,
+    tokenizer: tiktoken.Encoding,
+) -> tuple[list[float], list[float], list[int]]:
+    """The book's train_model_simple: train, evaluate after step 0 and every `eval_freq` steps,
+    print a sample after each epoch; (train_losses, val_losses, tokens_seen) at evaluations.
+
+    `Trainer` is the same loop with accumulation, a schedule, clipping, checkpoints and DDP.
+    """
+    train_losses, val_losses, track_tokens_seen = [], [], []
+    tokens_seen, step = 0, 0
+    for epoch in range(1, num_epochs + 1):
+        model.train()
+        for input_batch, target_batch in train_loader:
+            optimizer.zero_grad()
+            calc_loss_batch(input_batch, target_batch, model, device).backward()
+            optimizer.step()
+            tokens_seen += input_batch.numel()
+            step += 1
+            if (step - 1) % eval_freq == 0:
+                train_loss, val_loss = evaluate_model(
+                    model, train_loader, val_loader, device, eval_iter
+                )
+                train_losses.append(train_loss)
+                val_losses.append(val_loss)
+                track_tokens_seen.append(tokens_seen)
+                print(progress_line(epoch, step - 1, train_loss, val_loss))
+        print(sample_line(model, tokenizer, start_context))
+    return train_losses, val_losses, track_tokens_seen
+
+
+# --- Real runs ----------------------------------------------------------------------------
+
+
 @dataclass
 class TrainState:
     """Where a run is: what a checkpoint holds besides weights, optimizer and RNG states."""
@@ -120,12 +197,35 @@ class TrainState:
     eval_tokens_seen: list[int] = field(default_factory=list)
 
 
+def unwrap(model: nn.Module) -> GPTModel:
+    """The GPTModel inside DistributedDataParallel and torch.compile wrappers."""
+    if isinstance(model, DistributedDataParallel):
+        model = model.module
+    return getattr(model, "_orig_mod", model)
+
+
+def wrap_for_training(
+    model: GPTModel, device: torch.device, dist: Dist, compile: bool = False
+) -> nn.Module:
+    """The model as the training loop runs it: compiled if asked, in DDP under torchrun."""
+    net: nn.Module = torch.compile(model) if compile else model
+    if dist.enabled:
+        net = DistributedDataParallel(
+            net, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    return net
+
+
 class Trainer:
-    """Trains `model` on windows of tokens, one process or one of torchrun's."""
+    """Trains a model on windows of tokens, one process or one of torchrun's.
+
+    `model` is a GPTModel or the module `wrap_for_training` made of one; `Trainer.gpt` is the
+    GPTModel inside, for sampling and saving.
+    """
 
     def __init__(
         self,
-        model: GPTModel,
+        model: nn.Module,
         optimizer: torch.optim.Optimizer,
         train_windows: TokenWindows,
         val_windows: TokenWindows,
@@ -133,33 +233,32 @@ class Trainer:
         device: torch.device,
         dist: Dist | None = None,
         autocast: Callable[[], AbstractContextManager] = nullcontext,
-        compile: bool = False,
     ):
         self.model, self.optimizer, self.settings = model, optimizer, settings
         self.train_windows, self.val_windows = train_windows, val_windows
         self.device, self.autocast = device, autocast
         self.dist = dist or Dist()
         self.state = TrainState()
-        self.forward = torch.compile(model) if compile else model
-        self.net = self.forward
-        if self.dist.enabled:
-            ids = [device.index] if device.type == "cuda" else None
-            self.net = DistributedDataParallel(self.forward, device_ids=ids)
-        self.global_batch = settings.batch_size * settings.grad_accum * self.dist.world_size
-        self.steps_per_epoch = len(train_windows) // self.global_batch
+        d = self.dist
+        self.order = WindowOrder(len(train_windows), settings.batch_size, settings.grad_accum,
+                                 d.world_size, d.rank)  # fmt: skip
+        self.steps_per_epoch = self.order.steps_per_epoch
         if self.steps_per_epoch == 0:
             raise UserError(
                 f"{len(train_windows)} training windows are fewer than one global batch of "
-                f"{self.global_batch} (batch size x gradient accumulation x processes)"
+                f"{self.order.global_batch} (batch size x gradient accumulation x processes)"
             )
         self.total_steps = settings.max_steps or settings.epochs * self.steps_per_epoch
-        self._order: tuple[int, list[int]] | None = None  # (seed, window order) of the epoch
+
+    @property
+    def gpt(self) -> GPTModel:
+        return unwrap(self.model)
 
     # --- the loop ---------------------------------------------------------------------------
 
     def run(
         self,
-        on_step: Callable[[TrainState], None] | None = None,
+        on_step: Callable[[TrainState, float, torch.Tensor], None] | None = None,
         on_eval: Callable[[TrainState, float, float], None] | None = None,
         on_epoch_end: Callable[[TrainState], None] | None = None,
         on_save: Callable[[], None] | None = None,
@@ -168,69 +267,64 @@ class Trainer:
     ) -> bool:
         """Train to `total_steps`; False if `stop()` turned true (on any process) first.
 
-        Callbacks see the state after each step: on_step, on_eval at evaluations, on_epoch_end
-        at the last step of an epoch, on_save every `save_every` steps (not after the last).
+        Callbacks see the state after each step: on_step also gets the step's learning rate
+        and gradient norm (a 0-dim tensor, before clipping), on_eval the losses at
+        evaluations, on_epoch_end comes at the last step of an epoch, on_save every
+        `save_every` steps (not after the last).
         """
-        s, st = self.settings, self.state
+        settings, state = self.settings, self.state
         self.model.train()
-        while st.step < self.total_steps:
+        while state.step < self.total_steps:
             if self.dist.any(stop()):
                 return False
-            self._train_step()
+            lr, grad_norm = self._train_step()
             if on_step:
-                on_step(st)
-            if (st.step - 1) % s.eval_freq == 0:
+                on_step(state, lr, grad_norm)
+            if (state.step - 1) % settings.eval_freq == 0:
                 train_loss, val_loss = self.evaluate()
-                st.train_losses.append(train_loss)
-                st.val_losses.append(val_loss)
-                st.eval_tokens_seen.append(st.tokens_seen)
+                state.train_losses.append(train_loss)
+                state.val_losses.append(val_loss)
+                state.eval_tokens_seen.append(state.tokens_seen)
                 if on_eval:
-                    on_eval(st, train_loss, val_loss)
-            if st.epoch_step == self.steps_per_epoch:
+                    on_eval(state, train_loss, val_loss)
+            if state.epoch_step == self.steps_per_epoch:
                 if on_epoch_end:
-                    on_epoch_end(st)
-                st.epoch, st.epoch_step, st.epoch_seed = st.epoch + 1, 0, None
-            if on_save and save_every and st.step % save_every == 0 and st.step < self.total_steps:
+                    on_epoch_end(state)
+                state.epoch, state.epoch_step, state.epoch_seed = state.epoch + 1, 0, None
+            periodic = save_every and state.step % save_every == 0
+            if on_save and periodic and state.step < self.total_steps:
                 on_save()
         return True
 
-    def _train_step(self) -> None:
-        s, st, dist = self.settings, self.state, self.dist
-        if st.epoch_seed is None:
-            st.epoch_seed = self._loader_seed(shuffle=True)
-        order = self._epoch_order(st.epoch_seed)
-        rows = order[st.epoch_step * self.global_batch : (st.epoch_step + 1) * self.global_batch]
-        lr = lr_at(st.step, s, self.total_steps)
+    def _train_step(self) -> tuple[float, torch.Tensor]:
+        settings, state, dist = self.settings, self.state, self.dist
+        if state.epoch_seed is None:
+            state.epoch_seed = WindowOrder.draw_seed(dist.shared_seed)
+        order = self.order.shuffled(state.epoch_seed)
+        lr = lr_at(state.step, settings, self.total_steps)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
-        for micro in range(s.grad_accum):
-            first = (micro * dist.world_size + dist.rank) * s.batch_size
-            inputs, targets = self.train_windows.batch(rows[first : first + s.batch_size])
-            last = micro == s.grad_accum - 1
+        for accum_pass in range(settings.grad_accum):
+            rows = self.order.rows(order, state.epoch_step, accum_pass)
+            inputs, targets = self.train_windows.batch(rows)
+            last = accum_pass == settings.grad_accum - 1
             # DDP averages gradients across processes; only the last pass of a step needs to.
-            sync = nullcontext() if last or not dist.enabled else self.net.no_sync()
+            sync = nullcontext() if last or not dist.enabled else self.model.no_sync()
             with sync:
                 with self.autocast():
-                    loss = calc_loss_batch(inputs, targets, self.net, self.device)
-                (loss / s.grad_accum).backward()
-        if s.grad_clip:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), s.grad_clip)
+                    loss = calc_loss_batch(inputs, targets, self.model, self.device)
+                (loss / settings.grad_accum).backward()
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        if settings.grad_clip:
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, settings.grad_clip)
+        else:
+            grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params])
         self.optimizer.step()
-        st.step += 1
-        st.epoch_step += 1
-        st.tokens_seen += self.global_batch * self.train_windows.context_length
-
-    def _loader_seed(self, shuffle: bool) -> int | None:
-        # Iterating a DataLoader draws a seed for its workers, then RandomSampler draws the
-        # shuffle's: drawing both keeps the global RNG, and so dropout, where the book has it.
-        self.dist.shared_seed()
-        return self.dist.shared_seed() if shuffle else None
-
-    def _epoch_order(self, seed: int) -> list[int]:
-        if self._order is None or self._order[0] != seed:
-            self._order = (seed, _shuffled(len(self.train_windows), seed))
-        return self._order[1]
+        state.step += 1
+        state.epoch_step += 1
+        state.tokens_seen += self.order.global_batch * self.train_windows.context_length
+        return lr, grad_norm
 
     # --- evaluation -------------------------------------------------------------------------
 
@@ -242,33 +336,38 @@ class Trainer:
         """
         self.model.eval()
         try:
-            rows = self.settings.batch_size * self.dist.world_size
-            n_train = len(self.train_windows) // rows  # full batches only, as in training
-            order = _shuffled(len(self.train_windows), self._loader_seed(shuffle=True))
-            train_loss = self._mean_loss(self.train_windows, order, n_train)
-            self._loader_seed(shuffle=False)
-            n_val = math.ceil(len(self.val_windows) / rows)
-            val_loss = self._mean_loss(self.val_windows, range(len(self.val_windows)), n_val)
+            train_seed = WindowOrder.draw_seed(self.dist.shared_seed)
+            train_loss = self._mean_loss(self.train_windows, train_seed, drop_last=True)
+            WindowOrder.draw_seed(self.dist.shared_seed, shuffle=False)
+            val_loss = self._mean_loss(self.val_windows, None, drop_last=False)
         finally:
             self.model.train()
         return train_loss, val_loss
 
-    def _mean_loss(self, windows: TokenWindows, order, n_batches: int) -> float:
-        """Average of per-batch mean losses over the first `n_batches` (at most eval_iter)."""
+    def _mean_loss(self, windows: TokenWindows, seed: int | None, drop_last: bool) -> float:
+        """Average of per-batch mean losses over the first `eval_iter` batches."""
+        d = self.dist
+        # Every process scores its own rows: DDP's gradient machinery has no part in it.
+        forward = (
+            self.model.module if isinstance(self.model, DistributedDataParallel) else self.model
+        )
+        order = WindowOrder(len(windows), self.settings.batch_size, 1, d.world_size, d.rank)
+        rows = order.shuffled(seed) if seed is not None else range(len(windows))
+        n_batches = len(windows) // order.global_batch
+        if not drop_last:
+            n_batches = math.ceil(len(windows) / order.global_batch)
         n_batches = min(n_batches, self.settings.eval_iter)
-        b, rank = self.settings.batch_size, self.dist.rank
         total = 0.0
         for k in range(n_batches):
-            start = k * b * self.dist.world_size + rank * b
-            mine = order[start : start + b]  # the last validation batch may be short or empty
+            mine = order.rows(rows, k)  # the last validation batch may be short or empty
             loss_sum, n_tokens = 0.0, 0
             if len(mine):
                 inputs, targets = windows.batch(mine)
                 with self.autocast():
-                    loss = calc_loss_batch(inputs, targets, self.forward, self.device).item()
+                    loss = calc_loss_batch(inputs, targets, forward, self.device).item()
                 n_tokens = targets.numel()
                 loss_sum = loss * n_tokens
-            loss_sum, n_tokens = self.dist.sum([loss_sum, n_tokens])
+            loss_sum, n_tokens = d.sum([loss_sum, n_tokens])
             total += loss_sum / n_tokens
         return total / n_batches
 
@@ -292,8 +391,8 @@ class Trainer:
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
         return {
-            "model": self.model.state_dict(),
-            "config": asdict(self.model.cfg),
+            "model": self.gpt.state_dict(),
+            "config": asdict(self.gpt.cfg),
             "optimizer": self.optimizer.state_dict(),
             "state": asdict(self.state),
             "settings": asdict(self.settings),
@@ -308,7 +407,7 @@ class Trainer:
                 f"the checkpoint was trained on other data or windows ({ckpt['data']}); "
                 f"this run has {self.data_signature()}"
             )
-        self.model.load_state_dict(ckpt["model"])
+        self.gpt.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.state = TrainState(**ckpt["state"])
         rngs = ckpt["rng"]
@@ -316,10 +415,3 @@ class Trainer:
             torch.set_rng_state(rngs[self.dist.rank]["cpu"])
             if "cuda" in rngs[self.dist.rank] and self.device.type == "cuda":
                 torch.cuda.set_rng_state(rngs[self.dist.rank]["cuda"], self.device)
-
-
-def _shuffled(n: int, seed: int) -> list[int]:
-    """The permutation RandomSampler yields for this seed."""
-    generator = torch.Generator()
-    generator.manual_seed(seed)
-    return torch.randperm(n, generator=generator).tolist()

@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -16,7 +18,10 @@ from mygpt import (
     load_corpus,
     lr_at,
     make_optimizer,
+    train_model,
 )
+from mygpt.data import WindowOrder
+from mygpt.train import sample_line
 
 CFG = GPTConfig(context_length=32, emb_dim=32, n_heads=4, n_layers=2, drop_rate=0.1)
 
@@ -190,13 +195,82 @@ def test_fused_optimizer_matches_plain_adamw():
 
 def test_bfloat16_autocast_trains(corpus):
     """bfloat16 autocast: weights stay float32 and the losses follow float32's closely."""
-    from mygpt.devices import autocast
+    from mygpt.devices import make_autocast
 
     losses = []
     for dtype in ("float32", "bfloat16"):
         settings = TrainSettings(batch_size=4, max_steps=8, eval_freq=7, eval_iter=2, lr=1e-3)
-        trainer = make_trainer(corpus, settings, autocast=autocast(torch.device("cpu"), dtype))
+        trainer = make_trainer(corpus, settings, autocast=make_autocast(torch.device("cpu"), dtype))
         trainer.run()
         assert trainer.model.tok_emb.weight.dtype == torch.float32
         losses.append(np.array(trainer.state.train_losses))
     assert np.abs(losses[1] - losses[0]).max() < 0.05
+
+
+def test_train_model_is_the_books_loop(corpus, tokenizer, capsys):
+    """mygpt.train_model over DataLoaders: the book's numbers, and v1's printed lines."""
+    corpus = Corpus(corpus.train[:1000], corpus.val)  # 31 windows of 32: 7 steps an epoch
+
+    def run(loop):
+        torch.manual_seed(123)
+        model = GPTModel(CFG)
+        optimizer = make_optimizer(model, 2e-3, 0.1, "cpu")
+        loaders = [
+            DataLoader(
+                GPTDataset(tokens, 32, 32), batch_size=4, shuffle=shuffle, drop_last=shuffle
+            )  # fmt: skip
+            for tokens, shuffle in ((corpus.train, True), (corpus.val, False))
+        ]
+        return loop(model, *loaders, optimizer), model
+
+    (ours, model), (book, reference) = (
+        run(lambda m, t, v, o: train_model(m, t, v, o, "cpu", 2, 3, 2, "Every effort", tokenizer)),
+        run(lambda m, t, v, o: book_train_model_simple(m, t, v, o, 2, 3, 2)),
+    )
+    train_losses, val_losses, tokens_seen = ours
+    assert (train_losses, val_losses) == book
+    assert tokens_seen == [128, 512, 896, 1280, 1664]  # after steps 0, 3, 6, 9, 12 of 4 x 32
+    for a, b in zip(model.parameters(), reference.parameters(), strict=True):
+        assert torch.equal(a, b)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"Ep 1 (Step 000000): Train loss {train_losses[0]:.3f}, Val loss " \
+        f"{val_losses[0]:.3f}"  # fmt: skip
+    assert [line[:18] for line in lines if line.startswith("Ep")] == [
+        "Ep 1 (Step 000000)", "Ep 1 (Step 000003)", "Ep 1 (Step 000006)",
+        "Ep 2 (Step 000009)", "Ep 2 (Step 000012)",
+    ]  # fmt: skip
+    samples = [line for line in lines if line.startswith(">>> ")]
+    assert len(samples) == 2 and samples[1] == sample_line(model, tokenizer, "Every effort")
+
+
+def test_window_order_lays_out_a_global_batch():
+    """2 processes x 2 accumulation passes x 3 windows: one process reads what 12 rows would."""
+    one = WindowOrder(30, batch_size=12)
+    order = one.shuffled(7)
+    assert sorted(order) == list(range(30)) and one.steps_per_epoch == 2
+    for step in range(2):
+        rows = []
+        for accum_pass in range(2):
+            for rank in range(2):
+                part = WindowOrder(30, 3, grad_accum=2, world_size=2, rank=rank)
+                rows += part.rows(part.shuffled(7), step, accum_pass)
+        assert rows == one.rows(order, step)
+    draws = iter([11, 22, 33])
+    assert WindowOrder.draw_seed(lambda: next(draws)) == 22  # the loader's seed, then the sampler's
+    assert WindowOrder.draw_seed(lambda: next(draws), shuffle=False) is None
+
+
+def test_step_callback_gets_the_learning_rate_and_gradient_norm(corpus):
+    settings = TrainSettings(batch_size=4, max_steps=3, warmup_steps=2, eval_freq=100)
+    seen = {}
+    for clip in (None, 1e-3):
+        trainer = make_trainer(corpus, replace(settings, grad_clip=clip))
+        reports = []
+        trainer.run(on_step=lambda state, lr, norm: reports.append((lr, float(norm))))  # noqa: B023
+        seen[clip] = reports
+    lrs = [lr for lr, _ in seen[None]]
+    assert lrs == [lr_at(step, settings, 3) for step in range(3)] == [2e-4, 4e-4, 4e-4]
+    norms = [norm for _, norm in seen[None]]
+    assert all(norm > 1e-3 for norm in norms)
+    assert seen[1e-3][0][1] == norms[0]  # the norm before clipping; the same first step
+    assert seen[1e-3][1][1] != norms[1]  # clipping changed the first update
