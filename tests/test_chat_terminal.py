@@ -12,7 +12,10 @@ from conftest import ROOT
 
 from mygpt import GPTConfig, GPTModel, complete_text, get_tokenizer, save_model
 
-pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="needs a POSIX pseudo-terminal")
+pytestmark = [
+    pytest.mark.slow,  # starts the script
+    pytest.mark.skipif(sys.platform == "win32", reason="needs a POSIX pseudo-terminal"),
+]
 LEFT, UP, CTRL_C, CTRL_D = b"\x1b[D", b"\x1b[A", b"\x03", b"\x04"
 
 

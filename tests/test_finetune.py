@@ -17,6 +17,8 @@ from test_v2_script import run as run_v2
 
 from mygpt import complete_text, get_tokenizer, load_gpt2, load_model
 
+pytestmark = pytest.mark.slow  # starts scripts or TensorFlow: `pytest -m "not slow"` skips it
+
 RESULT = re.compile(r"Loss (\d+\.\d{4}), perplexity (\d+\.\d\d) over (\d+) tokens of (.+)")
 SMALL_RUN = ["--batch-size", "4", "--eval-freq", "2", "--sample-tokens", "8"]
 

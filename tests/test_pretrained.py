@@ -15,6 +15,8 @@ import mygpt.pretrained.load as load
 from mygpt import DownloadError, UserError, download_gpt2, load_gpt2
 from mygpt.pretrained import RetryPolicy, gpt2_from_params
 
+pytestmark = pytest.mark.slow  # starts scripts or TensorFlow: `pytest -m "not slow"` skips it
+
 FAST = RetryPolicy(attempts=3, backoff_s=0.01, timeout_s=10)
 DATA = "model.ckpt.data-00000-of-00001"
 IDS = [15496, 11, 995, 6109, 3626, 6100, 345, 50256, 0, 42]
@@ -172,6 +174,7 @@ def test_unknown_size_lists_the_valid_ones(tmp_path):
 def test_converted_file_is_reused_and_rebuilt_when_stale_or_corrupt(
     tf_checkpoint, tmp_path, monkeypatch
 ):
+
     folder = served_copy(tf_checkpoint, tmp_path) / "124M"
     first = load_gpt2(folder)
     converted = folder / load.CONVERTED

@@ -62,6 +62,7 @@ def book_train_model_simple(model, train_loader, val_loader, optimizer, num_epoc
     return train_losses, val_losses
 
 
+@pytest.mark.slow
 def test_trainer_reproduces_the_books_dataloader_loop(corpus):
     """Same seed, same dropout masks, same batches: the losses and weights are bit-identical."""
     corpus = Corpus(corpus.train[:2000], corpus.val)  # 62 windows: 15 steps an epoch
@@ -102,6 +103,7 @@ def test_gradient_accumulation_matches_a_larger_batch(corpus):
             torch.testing.assert_close(a, b, rtol=0, atol=2e-5)
 
 
+@pytest.mark.slow
 def test_resume_continues_exactly(corpus):
     """Stopped after step 5, saved, restored into a new model: the rest is the same run."""
     settings = TrainSettings(batch_size=4, max_steps=14, eval_freq=2, eval_iter=2,

@@ -11,6 +11,8 @@ from conftest import ROOT, default_sigint
 
 from mygpt import load_model
 
+pytestmark = pytest.mark.slow  # starts scripts or TensorFlow: `pytest -m "not slow"` skips it
+
 SCRIPT = ROOT / "MyGPT_v1_local-train.py"
 TINY_FLAGS = ["--emb-dim", "32", "--n-layers", "2", "--n-heads", "2", "--context-length", "128",
               "--batch-size", "4", "--eval-freq", "3", "--sample-tokens", "10"]  # fmt: skip

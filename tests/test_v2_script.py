@@ -6,6 +6,7 @@ import socket
 import subprocess
 import sys
 
+import pytest
 import torch
 from conftest import ROOT, default_sigint
 from http_server import FileServer
@@ -23,6 +24,9 @@ from mygpt import (
     save_checkpoint,
     save_model,
 )
+
+pytestmark = pytest.mark.slow  # starts scripts or TensorFlow: `pytest -m "not slow"` skips it
+
 
 SCRIPT = ROOT / "MyGPT_v2_pretrained.py"
 HEADER = "MyGPT: Please enter a sentence to complete (enter 'exit' to end chat)"
