@@ -40,7 +40,13 @@ from mygpt.cli import (
     run_main,
 )
 from mygpt.corpus import IN_MEMORY_LIMIT, load_corpus, load_tokens
-from mygpt.devices import allow_tf32, make_autocast, pick_device
+from mygpt.devices import (
+    allow_tf32,
+    has_native_bfloat16,
+    make_autocast,
+    pick_device,
+    resolve_dtype,
+)
 from mygpt.distributed import Dist, init_distributed, shutdown_distributed
 from mygpt.errors import DataError
 from mygpt.plot import plot_losses
@@ -219,6 +225,9 @@ def train(args: argparse.Namespace, checkpoint: dict | None, dist: Dist, device)
 
     print0(banner("TRAINING OUR GPT MODEL"))
     print0(f"\nLoaded training data from: {shown_path(args.data)}")
+    if args.dtype == "auto":
+        native = "native" if has_native_bfloat16(device) else "not native"
+        print0(f"--dtype auto: {resolve_dtype(device, 'auto')} (bfloat16 is {native} on {device})")
     if args.init_from and not checkpoint:
         print0(f"Fine-tuning with lr {args.lr:g}, drop rate {args.drop_rate:g}, "
             f"weight decay {args.weight_decay:g}")  # fmt: skip

@@ -20,6 +20,7 @@ from mygpt.cli import (
 )
 from mygpt.config import GPT2_SIZES
 from mygpt.devices import allow_tf32, make_autocast, pick_device
+from mygpt.precision import PRECISIONS, auto_precision, for_inference
 from mygpt.pretrained import default_models_dir
 from mygpt.tokenizer import ENDOFTEXT_ID
 
@@ -53,6 +54,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--seed", type=int, help="same seed, same completions (default: random)")
     p.add_argument("--verbose", action="store_true", help="a timing line after each completion")
+    p.add_argument(
+        "--precision",
+        default="float32",
+        choices=PRECISIONS,
+        help="weights for generation: bfloat16, int8 (Linear layers), or auto (fastest here)",
+    )
     add_device_flags(p)
     args = p.parse_args(argv)
     if args.checkpoint and args.checkpoint_dir:
@@ -92,6 +99,12 @@ def main() -> None:
     else:
         folder = args.checkpoint_dir or gpt2_folder(args.model_size, download_settings(args))
         model = load_gpt2(folder, device)
+    if args.precision != "float32":
+        chosen = auto_precision(device) if args.precision == "auto" else args.precision
+        model = for_inference(model, chosen)
+        print(
+            f"Precision: {chosen} weights" + (" (auto)" if args.precision == "auto" else "") + "\n"
+        )
     if args.compile:
         model = torch.compile(model, dynamic=True)  # prompts and the cache change lengths
     settings = ChatSettings(args.sampling, args.seed, args.verbose)

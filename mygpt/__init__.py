@@ -16,6 +16,7 @@ from .generate import (
     stream_text,
 )
 from .model import GPTModel, KVCache
+from .precision import for_inference
 from .pretrained import DownloadError, download_gpt2, load_gpt2
 from .tokenizer import get_tokenizer, text_to_token_ids, token_ids_to_text
 from .train import (
@@ -58,6 +59,7 @@ __all__ = [
     "download_gpt2",
     "evaluate_model",
     "evaluate_tokens",
+    "for_inference",
     "generate",
     "generate_stream",
     "get_tokenizer",

@@ -11,7 +11,7 @@ import torch
 from .errors import UserError
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
-DTYPE_CHOICES = ("float32", "bfloat16")
+DTYPE_CHOICES = ("float32", "bfloat16", "auto")
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -32,10 +32,32 @@ def pick_device(name: str = "auto") -> torch.device:
         raise UserError(f"--device {name}: not a device; use one of {DEVICE_CHOICES}") from None
 
 
+def cpu_has_native_bfloat16() -> bool:
+    """True on CPUs with AMX or AVX512-BF16 instructions, as PyTorch's cpuinfo reports them."""
+    checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
+def has_native_bfloat16(device: torch.device) -> bool:
+    """Whether `device` computes bfloat16 matmuls in hardware (not emulated)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    return device.type == "cpu" and cpu_has_native_bfloat16()
+
+
+def resolve_dtype(device: torch.device, dtype: str) -> str:
+    """--dtype auto: bfloat16 where the device computes it natively, float32 elsewhere."""
+    if dtype != "auto":
+        return dtype
+    return "bfloat16" if has_native_bfloat16(device) else "float32"
+
+
 def make_autocast(
     device: torch.device, dtype: str = "float32"
 ) -> Callable[[], AbstractContextManager]:
-    """A factory of contexts running matmuls in `dtype` (weights and optimizer stay float32)."""
+    """A function opening a context that runs matmuls in `dtype` (weights and optimizer stay
+    float32); "auto" as `resolve_dtype` decides."""
+    dtype = resolve_dtype(device, dtype)
     if dtype == "float32":
         return nullcontext
     if dtype == "bfloat16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
