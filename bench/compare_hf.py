@@ -25,7 +25,8 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from mygpt import GPTConfig, GPTModel, generate, make_optimizer  # noqa: E402
+from mygpt import GPTConfig, GPTModel, for_inference, generate, make_optimizer  # noqa: E402
+from mygpt.devices import make_autocast  # noqa: E402
 from mygpt.pretrained.load import _hf_params, gpt2_from_params  # noqa: E402
 
 
@@ -113,8 +114,16 @@ def bench_training(shape: Shape) -> dict:
     ours, hf = make_pair(shape, tied=False, drop=0.1)  # the v1 shape: separate output head
     B, T = shape.train_batch
     x, y = torch.randint(0, 50257, (2, B, T))
+    step = train_step_fn(ours.train(), make_optimizer(ours, 4e-4, 0.1, "cpu"), (x, y))
+    bf16 = make_autocast(torch.device("cpu"), "bfloat16")
+
+    def bf16_step():
+        with bf16():
+            step()
+
     steps = {
-        "MyGPT": train_step_fn(ours.train(), make_optimizer(ours, 4e-4, 0.1, "cpu"), (x, y)),
+        "MyGPT": step,
+        "MyGPT bfloat16 autocast": bf16_step,
         "transformers": train_step_fn(
             hf.train(), torch.optim.AdamW(hf.parameters(), lr=4e-4, weight_decay=0.1), (x, y)
         ),
@@ -144,8 +153,11 @@ def bench_generation(shape: Shape) -> dict:
     hf.eval()
     prompt = torch.tensor([[6109, 3626, 6100, 345]])  # "Every effort moves you"
     n = shape.new_tokens
+    bf16, int8 = for_inference(ours, "bfloat16"), for_inference(ours, "int8")
     runs = {
         "MyGPT": lambda: generate(ours, prompt, n),
+        "MyGPT bfloat16": lambda: generate(bf16, prompt, n),
+        "MyGPT int8": lambda: generate(int8, prompt, n),
         "MyGPT (no cache)": lambda: generate(ours, prompt, n, use_cache=False),
         "transformers": lambda: hf.generate(
             prompt, max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=50256
@@ -153,7 +165,12 @@ def bench_generation(shape: Shape) -> dict:
     }
     with torch.no_grad():
         outputs = {name: run() for name, run in runs.items()}  # warm-up, and the same text?
-        same = all(torch.equal(o[:, : 4 + n], outputs["MyGPT"]) for o in outputs.values())
+        exact = ("MyGPT", "MyGPT (no cache)", "transformers")  # float32: the same tokens
+        same = all(torch.equal(outputs[k][:, : 4 + n], outputs["MyGPT"]) for k in exact)
+        agree = {  # random weights: near-ties make this a lower bound of a trained model's
+            k: (outputs[k][0, 4:] == outputs["MyGPT"][0, 4:]).float().mean().item()
+            for k in ("MyGPT bfloat16", "MyGPT int8")
+        }
         times = {name: [] for name in runs}
         for _ in range(shape.repeats):
             for name, run in runs.items():
@@ -163,6 +180,7 @@ def bench_generation(shape: Shape) -> dict:
     out = {name: {"tokens_per_s": n / statistics.median(ts)} for name, ts in times.items()}
     out["bandwidth_bound_tokens_per_s"] = bandwidth / model_bytes
     out["same_tokens"] = same
+    out["share_of_float32_tokens"] = agree
     return out
 
 
@@ -275,13 +293,16 @@ def main() -> None:
     t, g, f, m = (results[k] for k in ("training", "generation", "forward", "peak_memory"))
     B, T = shape.train_batch
     lines = [
-        "| float32, CPU | MyGPT | transformers | ratio |",
+        "| CPU (peer: transformers float32 unless the row says) | MyGPT | peer | ratio |",
         "| --- | --- | --- | --- |",
         row(f"training tokens/s ({B} x {T}, AdamW)", t["MyGPT"]["tokens_per_s"],
             t["transformers"]["tokens_per_s"]),
         row("training MFU (%)", 100 * t["MyGPT"]["mfu"], 100 * t["transformers"]["mfu"]),
-        row(f"greedy generation tokens/s ({shape.new_tokens} new, cache)",
-            g["MyGPT"]["tokens_per_s"], g["transformers"]["tokens_per_s"]),
+        row(f"training tokens/s, bfloat16 autocast (peer: MyGPT float32, {B} x {T})",
+            t["MyGPT bfloat16 autocast"]["tokens_per_s"], t["MyGPT"]["tokens_per_s"]),
+        *[row(f"greedy generation tokens/s, {name} ({shape.new_tokens} new, cache)",
+              g[name]["tokens_per_s"], g["transformers"]["tokens_per_s"])
+          for name in ("MyGPT", "MyGPT bfloat16", "MyGPT int8")],
         row("generation without cache (MyGPT) tokens/s", g["MyGPT (no cache)"]["tokens_per_s"],
             None),
         row("memory-bandwidth bound tokens/s", g["bandwidth_bound_tokens_per_s"], None),
@@ -299,7 +320,8 @@ def main() -> None:
             row("v2 start to first prompt, later runs (s)", s["later_run_s"], None, "{:.2f}")
         )
     print("\n".join(lines))
-    print(f"generation: same tokens from all three: {g['same_tokens']}; "
+    print(f"generation: same tokens from the float32 three: {g['same_tokens']}; "
+          f"share of float32's tokens: {g['share_of_float32_tokens']}; "
           f"MyGPT at {g['MyGPT']['tokens_per_s'] / g['bandwidth_bound_tokens_per_s']:.0%} "
           f"of the bandwidth bound; forward max logit diff {f['max_logit_diff']:.2e}; "
           f"matmul {t['matmul_flops'] / 1e9:.0f} GFLOP/s; JSON: {args.json}")  # fmt: skip

@@ -9,9 +9,7 @@ out=${1:-runs/finetune-demo}
 mkdir -p "$out"
 v1() { uv run python MyGPT_v1_local-train.py "$@"; }
 
-uv run python -c "
-import sys; from pydoc_data.topics import topics
-open(sys.argv[1], 'w').write('\n\n'.join(topics[k] for k in sorted(topics)))" "$out/pydoc.txt"
+uv run python bench/pydoc_text.py "$out/pydoc.txt"
 uv run python -c "
 import sys; t = open('the-verdict.txt').read()
 open(sys.argv[1], 'w').write(t[int(0.9 * len(t)):])" "$out/verdict-val.txt"

@@ -28,3 +28,7 @@ def test_quick_benchmark_runs_and_writes_json(tmp_path):
         results["peak_memory"][impl]["peak_rss_bytes"] > 2**20 for impl in ("MyGPT", "transformers")
     )
     assert "| training tokens/s (2 x 64, AdamW) |" in out.stdout
+    for precision in ("bfloat16", "int8"):
+        assert results["generation"][f"MyGPT {precision}"]["tokens_per_s"] > 0
+        assert 0 <= results["generation"]["share_of_float32_tokens"][f"MyGPT {precision}"] <= 1
+    assert results["training"]["MyGPT bfloat16 autocast"]["tokens_per_s"] > 0
