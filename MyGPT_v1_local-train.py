@@ -48,8 +48,9 @@ from mygpt.devices import (
     resolve_dtype,
 )
 from mygpt.distributed import Dist, init_distributed, shutdown_distributed
-from mygpt.errors import DataError
+from mygpt.errors import DataError, SaveError
 from mygpt.plot import plot_losses
+from mygpt.preflight import check_disk, check_memory, check_output_dir, n_parameters
 from mygpt.train import (
     Trainer,
     TrainSettings,
@@ -145,6 +146,11 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument(
         "--eval-only", action="store_true", help="print the loss on all of --data; no training"
     )
+    report.add_argument(
+        "--no-memory-check",
+        action="store_true",
+        help="train even if the estimated memory exceeds what the device has free",
+    )
 
     add_device_flags(p.add_argument_group("device and precision"))
     return p
@@ -217,8 +223,11 @@ def train(args: argparse.Namespace, checkpoint: dict | None, dist: Dist, device)
     print0 = print if dist.is_main else lambda *a, **k: None
     if args.output_dir.exists() and not args.output_dir.is_dir():
         raise UserError(f"--output-dir {args.output_dir}: exists and is not a directory")
+    if dist.is_main:
+        check_output_dir(args.output_dir)
     allow_tf32(args.tf32)
-    model, origin = start_model(args, checkpoint, dist, device, print0)
+    checks = partial(preflight, args, device, dist)
+    model, origin = start_model(args, checkpoint, dist, device, print0, checks)
     tokenizer = get_tokenizer()
     train_windows, val_windows = load_windows(args, model.cfg, tokenizer, dist, print0)
     show_model(model, origin, device, dist, print0)
@@ -243,15 +252,26 @@ def train(args: argparse.Namespace, checkpoint: dict | None, dist: Dist, device)
     else:
         print0("Starting Training...")
 
+    files = RunFiles(args, trainer)
     start = time.perf_counter()
-    finished = run_training(args, trainer, tokenizer, dist)
-    checkpoint_path = args.output_dir / "checkpoint.pt"
+    try:
+        finished = run_training(args, trainer, tokenizer, dist, files)
+    except (torch.OutOfMemoryError, RuntimeError) as e:
+        if not is_out_of_memory(e):
+            raise
+        b, accum = args.batch_size, args.grad_accum
+        smaller = f"--batch-size {max(1, b // 2)} --grad-accum {accum * 2}" if b > 1 else (
+            "a smaller model or --context-length")  # fmt: skip
+        raise SaveError(
+            f"out of memory on {device.type} at --batch-size {b}: try {smaller} "
+            f"(the same batch per step); {files.last_saved()}"
+        ) from None
     if not finished:
-        save_checkpoint_of(args, trainer, checkpoint_path)
+        path = files.save_checkpoint("the interrupted run's state")
         if dist.is_main:
             print(
                 f"Interrupted after step {trainer.state.step} of {trainer.total_steps}; "
-                f"checkpoint saved to {checkpoint_path}\nContinue with: --resume {checkpoint_path}",
+                f"checkpoint saved to {path}\nContinue with: --resume {path}",
                 file=sys.stderr,
             )
         return 130
@@ -259,20 +279,97 @@ def train(args: argparse.Namespace, checkpoint: dict | None, dist: Dist, device)
     print0(banner("POST TRAINING OUTPUT"))
     print_sample(args, trainer, tokenizer, dist)
     print0(f"Training completed in {(time.perf_counter() - start) / 60:.2f} minutes.")
-    if args.save_every:
-        save_checkpoint_of(args, trainer, checkpoint_path)
     if dist.is_main:
-        save_results(args, trainer)
-        if args.save_every:
-            print0(f"Checkpoint saved to: {checkpoint_path}")
+        files.save_results()  # first: the weights matter more than the final checkpoint
+    if args.save_every:
+        files.save_checkpoint("the final checkpoint")
+        print0(f"Checkpoint saved to: {files.checkpoint_path}")
     return 0
 
 
+class RunFiles:
+    """What a run writes in --output-dir; a write that fails says what is lost and what is kept."""
+
+    def __init__(self, args: argparse.Namespace, trainer: Trainer):
+        self.args, self.trainer = args, trainer
+        self.checkpoint_path = args.output_dir / "checkpoint.pt"
+        self.saved_step: int | None = None  # of the last checkpoint this run wrote
+
+    def save_checkpoint(self, what: str) -> Path:
+        """checkpoint.pt with the flags; every process takes part (it gathers RNG states)."""
+        state = self.trainer.state_dict()
+        if self.trainer.dist.is_main:
+            saved_args = {
+                k: str(v) if isinstance(v, Path) else v for k, v in vars(self.args).items()
+            }
+            try:
+                save_checkpoint({**state, "args": saved_args}, self.checkpoint_path)
+            except OSError as e:
+                raise self.lost(what, self.checkpoint_path, e) from None
+        self.saved_step = self.trainer.state.step
+        return self.checkpoint_path
+
+    def save_periodic(self) -> None:
+        """--save-every: a checkpoint that cannot be written costs a warning, not the run."""
+        try:
+            self.save_checkpoint("a periodic checkpoint")
+        except SaveError as e:
+            tqdm.write(f"warning: {e}; training goes on", file=sys.stderr)
+
+    def save_results(self) -> None:
+        """model.safetensors, then loss-plot.png (the weights matter more)."""
+        args, trainer = self.args, self.trainer
+        try:
+            weights = save_model(trainer.gpt, args.output_dir / "model.safetensors")
+        except OSError as e:
+            raise self.lost(
+                "the trained weights", args.output_dir / "model.safetensors", e
+            ) from None
+        state = trainer.state
+        epochs = (
+            args.epochs if not args.max_steps else trainer.total_steps / trainer.steps_per_epoch
+        )
+        try:
+            plot = plot_losses(
+                epochs, state.eval_tokens_seen, state.train_losses, state.val_losses,
+                args.output_dir / "loss-plot.png",
+            )  # fmt: skip
+        except OSError as e:
+            raise self.lost("the loss plot", args.output_dir / "loss-plot.png", e) from None
+        print(f"Loss plot saved to: {plot}")
+        print(f"Model weights saved to: {weights}")
+
+    def last_saved(self) -> str:
+        if self.saved_step is None:
+            return "this run wrote no checkpoint (--save-every N writes them)"
+        return f"the last checkpoint, {self.checkpoint_path}, is from step {self.saved_step}"
+
+    def lost(self, what: str, path: Path, e: OSError) -> SaveError:
+        return SaveError(f"could not write {path} ({e.strerror}): {what} not saved; "
+                         f"{self.last_saved()}")  # fmt: skip
+
+
+def is_out_of_memory(e: Exception) -> bool:
+    """CUDA's OutOfMemoryError, MPS's and the CPU allocator's RuntimeErrors."""
+    text = str(e)
+    return isinstance(e, torch.OutOfMemoryError) or "out of memory" in text or (
+        "can't allocate memory" in text)  # fmt: skip
+
+
 def start_model(
-    args: argparse.Namespace, checkpoint: dict | None, dist: Dist, device, log: Callable
+    args: argparse.Namespace,
+    checkpoint: dict | None,
+    dist: Dist,
+    device,
+    log: Callable,
+    checks: Callable[[GPTConfig, bool], None] | None = None,
 ) -> tuple[GPTModel, str | None]:
     """The model to train or score: a checkpoint's (--resume), loaded weights (--init-from), or
-    a new one; and where its weights came from. Fills in the shape flags from the weights."""
+    a new one; and where its weights came from. Fills in the shape flags from the weights.
+
+    `checks(cfg, tied)` runs before a new model is built, or once the weights are loaded.
+    """
+    checks = checks or (lambda cfg, tied: None)
     torch.manual_seed(args.seed + dist.rank)  # rank 0 as a single process; DDP copies its weights
     if checkpoint:
         cfg = GPTConfig(**checkpoint["config"])
@@ -281,9 +378,12 @@ def start_model(
         if changed:
             raise UserError(f"--resume: the checkpoint's model has {'; '.join(changed)}")
         model = model_from_state(replace(cfg, drop_rate=args.drop_rate), checkpoint["model"])
+        checks(model.cfg, model.is_tied)
         return model.to(device), str(args.resume)
     if not args.init_from:
-        return GPTModel(model_config(args, get_tokenizer().n_vocab)).to(device), None
+        cfg = model_config(args, get_tokenizer().n_vocab)
+        checks(cfg, False)
+        return GPTModel(cfg).to(device), None
     if expected := source_config(args.init_from):  # a GPT-2 size: refuse before downloading
         check_shape(args, expected)
     with dist.main_first():  # rank 0 downloads or converts first; the others then read it
@@ -292,7 +392,18 @@ def start_model(
     args.context_length = args.context_length or model.cfg.context_length
     for name in SHAPE_FLAGS[1:]:  # saved with a checkpoint: --resume then checks them
         setattr(args, name, getattr(model.cfg, name))
-    return reshaped(model, args.context_length, args.drop_rate), origin
+    model = reshaped(model, args.context_length, args.drop_rate)
+    checks(model.cfg, model.is_tied)
+    return model, origin
+
+
+def preflight(args: argparse.Namespace, device, dist: Dist, cfg: GPTConfig, tied: bool) -> None:
+    """Room on disk for the run's files and in memory for its training steps, or a UserError."""
+    n_params = n_parameters(cfg, tied)
+    if not args.no_memory_check:
+        check_memory(cfg, n_params, args.batch_size, resolve_dtype(device, args.dtype), device)
+    if dist.is_main:
+        check_disk(args.output_dir, n_params, checkpoints=bool(args.save_every))
 
 
 def check_shape(args: argparse.Namespace, cfg: GPTConfig) -> None:
@@ -374,7 +485,9 @@ def load_windows(
         raise DataError(f"{args.data}: {e}") from None
 
 
-def run_training(args: argparse.Namespace, trainer: Trainer, tokenizer, dist: Dist) -> bool:
+def run_training(
+    args: argparse.Namespace, trainer: Trainer, tokenizer, dist: Dist, files: RunFiles
+) -> bool:
     """Trainer.run with the book's reports; False if Ctrl-C stopped it first."""
 
     def on_step(state: TrainState, lr: float, grad_norm) -> None:
@@ -398,7 +511,7 @@ def run_training(args: argparse.Namespace, trainer: Trainer, tokenizer, dist: Di
             on_step=on_step,
             on_eval=on_eval,
             on_epoch_end=lambda state: print_sample(args, trainer, tokenizer, dist),
-            on_save=lambda: save_checkpoint_of(args, trainer, args.output_dir / "checkpoint.pt"),
+            on_save=files.save_periodic,
             save_every=args.save_every,
             stop=stop,
         )
@@ -409,29 +522,6 @@ def print_sample(args: argparse.Namespace, trainer: Trainer, tokenizer, dist: Di
     if dist.is_main:
         with trainer.autocast():
             tqdm.write(sample_line(trainer.gpt, tokenizer, args.start_context, args.sample_tokens))
-
-
-def save_checkpoint_of(args: argparse.Namespace, trainer: Trainer, path: Path) -> None:
-    """checkpoint.pt with the flags; every process takes part (it gathers their RNG states)."""
-    state = trainer.state_dict()
-    if trainer.dist.is_main:
-        saved_args = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
-        args.output_dir.mkdir(parents=True, exist_ok=True)
-        save_checkpoint({**state, "args": saved_args}, path)
-
-
-def save_results(args: argparse.Namespace, trainer: Trainer) -> None:
-    """loss-plot.png and model.safetensors in --output-dir."""
-    args.output_dir.mkdir(parents=True, exist_ok=True)
-    state = trainer.state
-    epochs = args.epochs if not args.max_steps else trainer.total_steps / trainer.steps_per_epoch
-    plot = plot_losses(
-        epochs, state.eval_tokens_seen, state.train_losses, state.val_losses,
-        args.output_dir / "loss-plot.png",
-    )  # fmt: skip
-    weights = save_model(trainer.gpt, args.output_dir / "model.safetensors")
-    print(f"Loss plot saved to: {plot}")
-    print(f"Model weights saved to: {weights}")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import pickle
 from dataclasses import asdict
 from pathlib import Path
@@ -15,6 +14,7 @@ from safetensors.torch import save_file
 
 from .config import GPTConfig
 from .errors import UserError
+from .files import write_atomically
 from .model import GPTModel
 
 
@@ -24,10 +24,8 @@ def save_model(model: GPTModel, path: str | Path, metadata: dict[str, str] | Non
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     if model.is_tied:
         del state["out_head.weight"]  # tied: safetensors refuses shared storage, and it is a copy
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(state, tmp, metadata={**(metadata or {}), "config": json.dumps(asdict(model.cfg))})
-    os.replace(tmp, path)
-    return path
+    metadata = {**(metadata or {}), "config": json.dumps(asdict(model.cfg))}
+    return write_atomically(path, lambda tmp: save_file(state, tmp, metadata=metadata))
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:
@@ -63,11 +61,7 @@ def model_from_state(cfg: GPTConfig, state: dict[str, torch.Tensor]) -> GPTModel
 
 def save_checkpoint(checkpoint: dict[str, Any], path: str | Path) -> Path:
     """Write a training checkpoint (Trainer.state_dict() and more) atomically."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(checkpoint, tmp)
-    os.replace(tmp, path)
-    return path
+    return write_atomically(Path(path), lambda tmp: torch.save(checkpoint, tmp))
 
 
 def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> dict[str, Any]:
@@ -76,11 +70,21 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> dic
         checkpoint = torch.load(path, map_location=device, weights_only=True)
     except FileNotFoundError:
         raise UserError(f"{path}: no such file") from None
-    except (RuntimeError, pickle.UnpicklingError, EOFError, OSError) as e:
-        raise UserError(f"{path}: not a MyGPT training checkpoint ({e})".splitlines()[0]) from None
+    except IsADirectoryError:
+        raise UserError(f"{path}: is a folder, not a checkpoint file") from None
+    except Exception as e:  # whatever a damaged file makes the reader raise, it is damaged
+        raise UserError(f"{path}: damaged or not a PyTorch checkpoint ({_reason(e)})") from None
     if not isinstance(checkpoint, dict) or not {"model", "config"} <= checkpoint.keys():
         raise UserError(f"{path}: not a MyGPT training checkpoint")
     return checkpoint
+
+
+def _reason(e: Exception) -> str:
+    """The first sentence of an exception's message, for a one-line error."""
+    if isinstance(e, pickle.UnpicklingError):
+        return "its pickled data cannot be read"  # PyTorch adds a long weights_only advice
+    first = str(e).strip().split("\n")[0].split(". ")[0]
+    return first[:120] or type(e).__name__
 
 
 def load_trained_model(path: str | Path, device: torch.device | str = "cpu") -> GPTModel:
@@ -93,7 +97,9 @@ def load_trained_model(path: str | Path, device: torch.device | str = "cpu") -> 
     if path.suffix == ".safetensors" or magic[8:9] == b"{":  # a safetensors header is JSON
         try:
             return load_model(path, device)
-        except (KeyError, OSError, ValueError, SafetensorError) as e:
-            raise UserError(f"{path}: not weights saved by MyGPT ({e})") from None
+        except (KeyError, OSError, ValueError, TypeError, SafetensorError) as e:
+            raise UserError(
+                f"{path}: damaged or not weights saved by MyGPT ({_reason(e)})"
+            ) from None
     ckpt = load_checkpoint(path, device)
     return model_from_state(GPTConfig(**ckpt["config"]), ckpt["model"]).eval()

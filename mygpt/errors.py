@@ -9,3 +9,9 @@ class UserError(Exception):
 
 class DataError(UserError):
     """The training text cannot be used; the message says why."""
+
+
+class SaveError(UserError):
+    """A run's file could not be written; the message says what is lost and what is kept."""
+
+    exit_code = 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import http.client
 import os
 import time
@@ -159,8 +160,16 @@ def fetch(urls: list[str], dest: Path, known_size: int | None, retry: RetryPolic
             except _WrongFile as e:
                 errors.append(f"{url}: {e}")
                 break
-            except (OSError, http.client.HTTPException, _Incomplete) as e:
-                # Connection refused/reset, timeouts, a cut transfer: retry, resuming.
+            except OSError as e:
+                if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+                    errors.append(f"{url}: {getattr(e, 'reason', None) or e}")
+                    continue  # connection refused/reset, a timeout: retry, resuming
+                kept = part.stat().st_size if part.exists() else 0
+                raise DownloadError(
+                    f"could not write {part} ({e.strerror}): {kept:,} bytes are kept there; "
+                    "make room and run again to resume the download"
+                ) from None
+            except (http.client.HTTPException, _Incomplete) as e:  # a cut transfer: retry, resuming
                 errors.append(f"{url}: {getattr(e, 'reason', None) or e}")
     hosts = ", ".join(sorted({u.split("/")[2] for u in urls}))
     raise DownloadError(
