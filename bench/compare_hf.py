@@ -114,15 +114,15 @@ def bench_training(shape: Shape) -> dict:
     ours, hf = make_pair(shape, tied=False, drop=0.1)  # the v1 shape: separate output head
     B, T = shape.train_batch
     x, y = torch.randint(0, 50257, (2, B, T))
-    step = train_step_fn(ours.train(), make_optimizer(ours, 4e-4, 0.1, "cpu"), (x, y))
+    float32_step = train_step_fn(ours.train(), make_optimizer(ours, 4e-4, 0.1, "cpu"), (x, y))
     bf16 = make_autocast(torch.device("cpu"), "bfloat16")
 
     def bf16_step():
         with bf16():
-            step()
+            float32_step()
 
     steps = {
-        "MyGPT": step,
+        "MyGPT": float32_step,
         "MyGPT bfloat16 autocast": bf16_step,
         "transformers": train_step_fn(
             hf.train(), torch.optim.AdamW(hf.parameters(), lr=4e-4, weight_decay=0.1), (x, y)
