@@ -27,9 +27,8 @@ from mygpt import (
     get_tokenizer,
     load_weights,
     reshaped,
-    save_model,
 )
-from mygpt.checkpoint import load_checkpoint, model_from_state, save_checkpoint
+from mygpt.checkpoint import load_checkpoint, model_from_state
 from mygpt.cli import (
     GracefulStop,
     add_device_flags,
@@ -43,13 +42,14 @@ from mygpt.corpus import IN_MEMORY_LIMIT, load_corpus, load_tokens
 from mygpt.devices import (
     allow_tf32,
     has_native_bfloat16,
+    is_out_of_memory,
     make_autocast,
     pick_device,
     resolve_dtype,
 )
 from mygpt.distributed import Dist, init_distributed, shutdown_distributed
 from mygpt.errors import DataError, SaveError
-from mygpt.plot import plot_losses
+from mygpt.outputs import RunOutputs
 from mygpt.preflight import check_disk, check_memory, check_output_dir, n_parameters
 from mygpt.train import (
     Trainer,
@@ -252,11 +252,12 @@ def train(args: argparse.Namespace, checkpoint: dict | None, dist: Dist, device)
     else:
         print0("Starting Training...")
 
-    files = RunFiles(args, trainer)
+    saved_flags = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    files = RunOutputs(args.output_dir, trainer, saved_flags)
     start = time.perf_counter()
     try:
         finished = run_training(args, trainer, tokenizer, dist, files)
-    except (torch.OutOfMemoryError, RuntimeError) as e:
+    except RuntimeError as e:  # torch.OutOfMemoryError is one
         if not is_out_of_memory(e):
             raise
         b, accum = args.batch_size, args.grad_accum
@@ -280,80 +281,13 @@ def train(args: argparse.Namespace, checkpoint: dict | None, dist: Dist, device)
     print_sample(args, trainer, tokenizer, dist)
     print0(f"Training completed in {(time.perf_counter() - start) / 60:.2f} minutes.")
     if dist.is_main:
-        files.save_results()  # first: the weights matter more than the final checkpoint
+        weights, plot = files.save_results()  # first: they matter more than a checkpoint
+        print(f"Loss plot saved to: {plot}")
+        print(f"Model weights saved to: {weights}")
     if args.save_every:
         files.save_checkpoint("the final checkpoint")
         print0(f"Checkpoint saved to: {files.checkpoint_path}")
     return 0
-
-
-class RunFiles:
-    """What a run writes in --output-dir; a write that fails says what is lost and what is kept."""
-
-    def __init__(self, args: argparse.Namespace, trainer: Trainer):
-        self.args, self.trainer = args, trainer
-        self.checkpoint_path = args.output_dir / "checkpoint.pt"
-        self.saved_step: int | None = None  # of the last checkpoint this run wrote
-
-    def save_checkpoint(self, what: str) -> Path:
-        """checkpoint.pt with the flags; every process takes part (it gathers RNG states)."""
-        state = self.trainer.state_dict()
-        if self.trainer.dist.is_main:
-            saved_args = {
-                k: str(v) if isinstance(v, Path) else v for k, v in vars(self.args).items()
-            }
-            try:
-                save_checkpoint({**state, "args": saved_args}, self.checkpoint_path)
-            except OSError as e:
-                raise self.lost(what, self.checkpoint_path, e) from None
-        self.saved_step = self.trainer.state.step
-        return self.checkpoint_path
-
-    def save_periodic(self) -> None:
-        """--save-every: a checkpoint that cannot be written costs a warning, not the run."""
-        try:
-            self.save_checkpoint("a periodic checkpoint")
-        except SaveError as e:
-            tqdm.write(f"warning: {e}; training goes on", file=sys.stderr)
-
-    def save_results(self) -> None:
-        """model.safetensors, then loss-plot.png (the weights matter more)."""
-        args, trainer = self.args, self.trainer
-        try:
-            weights = save_model(trainer.gpt, args.output_dir / "model.safetensors")
-        except OSError as e:
-            raise self.lost(
-                "the trained weights", args.output_dir / "model.safetensors", e
-            ) from None
-        state = trainer.state
-        epochs = (
-            args.epochs if not args.max_steps else trainer.total_steps / trainer.steps_per_epoch
-        )
-        try:
-            plot = plot_losses(
-                epochs, state.eval_tokens_seen, state.train_losses, state.val_losses,
-                args.output_dir / "loss-plot.png",
-            )  # fmt: skip
-        except OSError as e:
-            raise self.lost("the loss plot", args.output_dir / "loss-plot.png", e) from None
-        print(f"Loss plot saved to: {plot}")
-        print(f"Model weights saved to: {weights}")
-
-    def last_saved(self) -> str:
-        if self.saved_step is None:
-            return "this run wrote no checkpoint (--save-every N writes them)"
-        return f"the last checkpoint, {self.checkpoint_path}, is from step {self.saved_step}"
-
-    def lost(self, what: str, path: Path, e: OSError) -> SaveError:
-        return SaveError(f"could not write {path} ({e.strerror}): {what} not saved; "
-                         f"{self.last_saved()}")  # fmt: skip
-
-
-def is_out_of_memory(e: Exception) -> bool:
-    """CUDA's OutOfMemoryError, MPS's and the CPU allocator's RuntimeErrors."""
-    text = str(e)
-    return isinstance(e, torch.OutOfMemoryError) or "out of memory" in text or (
-        "can't allocate memory" in text)  # fmt: skip
 
 
 def start_model(
@@ -486,7 +420,7 @@ def load_windows(
 
 
 def run_training(
-    args: argparse.Namespace, trainer: Trainer, tokenizer, dist: Dist, files: RunFiles
+    args: argparse.Namespace, trainer: Trainer, tokenizer, dist: Dist, files: RunOutputs
 ) -> bool:
     """Trainer.run with the book's reports; False if Ctrl-C stopped it first."""
 

@@ -1,6 +1,7 @@
 """Where greedy generation's time goes: torch.profiler over MyGPT's KV-cache decoding.
 
-uv run python bench/profile_generation.py            # GPT-2 124M, 50 new tokens
+uv run python bench/profile_generation.py                    # GPT-2 124M, 50 new tokens
+uv run python bench/profile_generation.py --precision int8   # with int8 weights
 """
 
 from __future__ import annotations
@@ -11,17 +12,18 @@ import torch
 from compare_hf import copy_bandwidth
 from torch.profiler import ProfilerActivity, profile
 
-from mygpt import GPTModel, generate, gpt2_config
+from mygpt import GPTModel, for_inference, generate, gpt2_config
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--new-tokens", type=int, default=50)
     p.add_argument("--rows", type=int, default=12, help="operators to list")
+    p.add_argument("--precision", default="float32", choices=("float32", "bfloat16", "int8"))
     args = p.parse_args()
     torch.manual_seed(0)
     model = GPTModel(gpt2_config("124M")).eval()
-    model.tie_weights()  # as GPT-2's own weights are
+    model = for_inference(model.tie_weights(), args.precision)  # tied, as GPT-2's weights are
     prompt = torch.tensor([[6109, 3626, 6100, 345]])  # "Every effort moves you"
     generate(model, prompt, 5)  # warm-up
     with profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -29,10 +31,11 @@ def main() -> None:
     ops = prof.key_averages()
     print(ops.table(sort_by="self_cpu_time_total", row_limit=args.rows))
     total = sum(op.self_cpu_time_total for op in ops) / 1e6  # seconds
-    matmul = (
-        sum(op.self_cpu_time_total for op in ops if op.key in ("aten::mm", "aten::addmm")) / 1e6
-    )
-    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    kernels = ("aten::mm", "aten::addmm", "aten::_weight_int8pack_mm")
+    matmul = sum(op.self_cpu_time_total for op in ops if op.key in kernels) / 1e6
+    weight_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    if model.tok_emb.weight.dtype != model.out_head.weight.dtype:  # int8: the embedding is
+        weight_bytes -= model.tok_emb.weight.numel() * 4  # only gathered, a row per token
     per_token = matmul / args.new_tokens
     print(
         f"{args.new_tokens / total:.1f} tokens/s of operator time; matrix products "

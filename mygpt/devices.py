@@ -69,3 +69,11 @@ def allow_tf32(enabled: bool) -> None:
     """TF32 matmuls on Ampere+ GPUs: ~10-bit mantissas, several times the float32 speed."""
     torch.backends.cuda.matmul.allow_tf32 = enabled
     torch.backends.cudnn.allow_tf32 = enabled
+
+
+def is_out_of_memory(e: BaseException) -> bool:
+    """CUDA's OutOfMemoryError, or the RuntimeError of MPS or of the CPU allocator."""
+    text = str(e)
+    return isinstance(e, torch.OutOfMemoryError) or any(
+        words in text for words in ("out of memory", "can't allocate memory")
+    )

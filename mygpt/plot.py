@@ -8,7 +8,7 @@ from .files import write_atomically
 
 
 def plot_losses(
-    epochs: int,
+    epochs: float,
     tokens_seen: list[int],
     train_losses: list[float],
     val_losses: list[float],

@@ -65,6 +65,10 @@ def for_inference(model: GPTModel, precision: str = "float32") -> GPTModel:
     "bfloat16" stores every weight in bfloat16; "int8" stores the Linear layers (the output
     head included) in int8 and keeps embeddings and norms in float32; "auto" picks for the
     model's device (`auto_precision`). The model passed in is left unchanged.
+
+    int8 is weight-only. PyTorch's dynamic quantization (torch.ao, deprecated) was faster on a
+    2-core Xeon, but it quantizes the activations per forward pass, so a row's tokens would
+    depend on the other rows of the batch and on whether the KV cache is used.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")

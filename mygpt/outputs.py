@@ -1,0 +1,68 @@
+"""What a training run writes in its output folder: checkpoint.pt, model.safetensors and
+loss-plot.png. A write that fails says what is lost and which checkpoint is the last good one.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from .checkpoint import save_checkpoint, save_model
+from .errors import SaveError
+from .plot import plot_losses
+from .train import Trainer
+
+
+class RunOutputs:
+    """The files of one run in `output_dir`; `flags` are saved with each checkpoint."""
+
+    def __init__(self, output_dir: Path, trainer: Trainer, flags: dict[str, Any]):
+        self.output_dir, self.trainer, self.flags = output_dir, trainer, flags
+        self.checkpoint_path = output_dir / "checkpoint.pt"
+        self.saved_step: int | None = None  # of the last checkpoint this run wrote
+
+    def save_checkpoint(self, what: str) -> Path:
+        """checkpoint.pt; every process takes part (it gathers their RNG states)."""
+        state = self.trainer.state_dict()
+        if self.trainer.dist.is_main:
+            try:
+                save_checkpoint({**state, "args": self.flags}, self.checkpoint_path)
+            except OSError as e:
+                raise self.lost(what, self.checkpoint_path, e) from None
+        self.saved_step = self.trainer.state.step
+        return self.checkpoint_path
+
+    def save_periodic(self) -> None:
+        """A periodic checkpoint that cannot be written costs a warning, not the run."""
+        try:
+            self.save_checkpoint("a periodic checkpoint")
+        except SaveError as e:
+            tqdm.write(f"warning: {e}; training goes on", file=sys.stderr)
+
+    def save_results(self) -> tuple[Path, Path]:
+        """model.safetensors, then loss-plot.png (the weights matter more); their paths."""
+        trainer, state = self.trainer, self.trainer.state
+        weights, plot = self.output_dir / "model.safetensors", self.output_dir / "loss-plot.png"
+        try:
+            save_model(trainer.gpt, weights)
+        except OSError as e:
+            raise self.lost("the trained weights", weights, e) from None
+        epochs = trainer.total_steps / trainer.steps_per_epoch
+        try:
+            plot_losses(epochs, state.eval_tokens_seen, state.train_losses, state.val_losses, plot)
+        except OSError as e:
+            raise self.lost("the loss plot", plot, e) from None
+        return weights, plot
+
+    def last_saved(self) -> str:
+        if self.saved_step is None:
+            return "this run wrote no checkpoint (--save-every N writes them)"
+        return f"the last checkpoint, {self.checkpoint_path}, is from step {self.saved_step}"
+
+    def lost(self, what: str, path: Path, e: OSError) -> SaveError:
+        return SaveError(
+            f"could not write {path} ({e.strerror}): {what} not saved; {self.last_saved()}"
+        )
