@@ -7,7 +7,6 @@ Piped input is echoed, so a scripted session reads like a typed one.
 
 from __future__ import annotations
 
-import signal
 import sys
 import time
 from collections.abc import Generator, Iterable, Iterator
@@ -31,7 +30,7 @@ Commands:
                    repetition_penalty, seed, verbose ('none' clears top_k, top_p, seed)
   /show            the current settings
   /help            this text
-  /exit            end the chat (so do 'exit', 'quit', Ctrl-D, and Ctrl-C at an empty prompt)
+  /exit            end the chat (so do 'exit', 'quit', Ctrl-D, and Ctrl-C at the prompt)
 Ctrl-C during a completion stops it. To complete text that starts with '/', type '//'."""
 
 
@@ -126,7 +125,7 @@ def piped_lines(prompt: str, stdin: TextIO) -> Iterator[str]:
 def terminal_lines(prompt: str, history_file: Path | None) -> Iterator[str]:
     """Lines typed at `prompt` with line editing and history where the platform has readline.
 
-    Ctrl-D, and Ctrl-C on an empty line, end the input; Ctrl-C on a line being typed drops it.
+    Ctrl-D or Ctrl-C at the prompt ends the input.
     """
     try:
         import readline
@@ -136,30 +135,13 @@ def terminal_lines(prompt: str, history_file: Path | None) -> Iterator[str]:
         readline.set_history_length(HISTORY_LENGTH)
         with suppress(OSError):  # no history yet
             readline.read_history_file(history_file)
-    typed = ""  # the line being edited when Ctrl-C came
-
-    def interrupted(signum: int, frame: object) -> None:
-        # Runs before readline clears its line: the only moment the typed text can be seen.
-        nonlocal typed
-        typed = readline.get_line_buffer() if readline else ""
-        raise KeyboardInterrupt
-
     try:
         while True:
-            typed = ""
-            previous = signal.signal(signal.SIGINT, interrupted)
             try:
                 line = input(prompt)
-            except KeyboardInterrupt:
-                print()
-                if typed:
-                    continue  # as in a shell: Ctrl-C drops the line being typed
-                return
-            except EOFError:
+            except (KeyboardInterrupt, EOFError):
                 print()
                 return
-            finally:
-                signal.signal(signal.SIGINT, previous)
             yield line + "\n"
     finally:
         if readline and history_file:
