@@ -8,7 +8,7 @@ import time
 
 import pytest
 import torch
-from conftest import ROOT
+from conftest import ROOT, default_sigint
 
 from mygpt import GPTConfig, GPTModel, complete_text, get_tokenizer, save_model
 
@@ -25,6 +25,7 @@ class Terminal:
     def __init__(self, *args):
         self.pid, self.fd = pty.fork()
         if self.pid == 0:  # the child: the script, with the terminal as stdin/stdout/stderr
+            default_sigint()  # a background job's ignored SIGINT would make Ctrl-C do nothing
             os.chdir(ROOT)
             os.execv(sys.executable, [sys.executable, "MyGPT_v2_pretrained.py", *map(str, args)])
         self.output = b""
