@@ -23,6 +23,7 @@ TINY = ["--emb-dim", "32", "--n-layers", "1", "--n-heads", "2", "--context-lengt
         "--batch-size", "4", "--eval-freq", "2", "--eval-iter", "1",
         "--sample-tokens", "3"]  # fmt: skip
 ENOSPC = OSError(errno.ENOSPC, "No space left on device")
+pytestmark = pytest.mark.slow  # runs the v1 script
 
 
 def v1(monkeypatch, capsys, *args) -> tuple[int, str, str]:

@@ -164,6 +164,7 @@ def test_repetition_penalty_formula():
     assert penalize_repetition(logits, seen, 1.0) is logits
 
 
+@pytest.mark.slow
 def test_repetition_penalty_equals_transformers_greedy(tmp_path):
     """Same weights in both; greedy with a penalty gives transformers' tokens, one for one."""
     from transformers import GPT2Config, GPT2LMHeadModel

@@ -21,6 +21,7 @@ from mygpt.devices import resolve_dtype
 from mygpt.precision import Int8Linear, auto_precision
 
 CPU = torch.device("cpu")
+pytestmark = pytest.mark.slow  # trains a small model first
 
 
 @pytest.fixture(scope="module")

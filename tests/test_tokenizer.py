@@ -30,6 +30,7 @@ def test_verdict_has_5145_tokens(tokenizer):
 
 
 @pytest.mark.skipif(not (SHARED / "tiktoken-cache").is_dir(), reason="needs ../shared")
+@pytest.mark.slow
 def test_equals_tiktoken_gpt2():
     """Our offline Encoding gives tiktoken's own "gpt2" ids, on prose, code and odd bytes."""
     code = f"""

@@ -195,6 +195,7 @@ def test_fused_optimizer_matches_plain_adamw():
     assert losses[0][-1] < losses[0][0] - 0.1
 
 
+@pytest.mark.slow
 def test_bfloat16_autocast_trains(corpus):
     """bfloat16 autocast: weights stay float32 and the losses follow float32's closely."""
     from mygpt.devices import make_autocast
