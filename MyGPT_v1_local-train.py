@@ -31,6 +31,7 @@ from mygpt import (
 from mygpt.checkpoint import load_checkpoint, model_from_state
 from mygpt.cli import (
     GracefulStop,
+    HelpFormatter,
     add_device_flags,
     add_download_flags,
     banner,
@@ -72,21 +73,29 @@ FINE_TUNING = {"drop_rate": 0.0, "lr": 5e-5}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     data = p.add_argument_group("data")
     data.add_argument(
-        "--data", type=Path, default=DEFAULT_DATA, help="a UTF-8 text file or a folder of .txt"
+        "--data",
+        type=Path,
+        default=DEFAULT_DATA,
+        help="a UTF-8 text file, or a folder of .txt files (recursive)",
     )
-    data.add_argument("--train-ratio", type=float, default=0.9, help="share for training")
+    data.add_argument(
+        "--train-ratio",
+        type=float,
+        default=0.9,
+        help="share for training: of the characters, or of the tokens of a token file",
+    )
     data.add_argument(
         "--memmap",
         action="store_true",
         help="tokenize into a uint16 file beside the data and memory-map it "
         f"(automatic above {IN_MEMORY_LIMIT // 2**20} MB)",
     )
-    data.add_argument("--stride", type=positive_int, help="window step (default: context length)")
+    data.add_argument(
+        "--stride", type=positive_int, help="step between windows (default: the context length)"
+    )
 
     model = p.add_argument_group(
         "model", "Shape flags default to GPT-2 124M at context 256, or to the --init-from weights."
@@ -97,14 +106,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="start from these weights: a GPT-2 size (124M, 355M, 774M, 1558M), a checkpoint "
         "folder (OpenAI's or the hub's layout), or a v1 model.safetensors / checkpoint.pt",
     )
-    model.add_argument("--context-length", type=positive_int, help="tokens/window (256)")
-    model.add_argument("--emb-dim", type=positive_int, help="(768)")
-    model.add_argument("--n-layers", type=positive_int, help="(12)")
-    model.add_argument("--n-heads", type=positive_int, help="(12)")
-    model.add_argument("--drop-rate", type=float, help=f"({FROM_SCRATCH['drop_rate']}; "
-                       f"{FINE_TUNING['drop_rate']} with --init-from)")  # fmt: skip
     model.add_argument(
-        "--qkv-bias", action="store_const", const=True, help="biases on query/key/value"
+        "--context-length",
+        type=positive_int,
+        help="tokens per window and the model's context (default: 256)",
+    )
+    model.add_argument("--emb-dim", type=positive_int, help="embedding width (default: 768)")
+    model.add_argument("--n-layers", type=positive_int, help="transformer blocks (default: 12)")
+    model.add_argument("--n-heads", type=positive_int, help="attention heads (default: 12)")
+    model.add_argument(
+        "--drop-rate",
+        type=float,
+        help=f"dropout (default: {FROM_SCRATCH['drop_rate']}; {FINE_TUNING['drop_rate']} "
+        "with --init-from)",
+    )
+    model.add_argument(
+        "--qkv-bias",
+        action="store_const",
+        const=True,
+        help="biases on the query, key and value projections",
     )
     add_download_flags(model)
 
@@ -112,13 +132,19 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--epochs", type=positive_int, default=10, help="passes over the data")
     train.add_argument("--max-steps", type=positive_int, help="optimizer steps, instead of epochs")
     train.add_argument("--batch-size", type=positive_int, default=2, help="windows per process")
-    train.add_argument("--grad-accum", type=positive_int, default=1, help="passes per step")
+    train.add_argument(
+        "--grad-accum",
+        type=positive_int,
+        default=1,
+        help="forward/backward passes per optimizer step",
+    )
     train.add_argument(
         "--lr",
         type=float,
-        help=f"AdamW (peak) learning rate ({FROM_SCRATCH['lr']}; {FINE_TUNING['lr']} fine-tuning)",
+        help=f"AdamW peak learning rate (default: {FROM_SCRATCH['lr']}; {FINE_TUNING['lr']} "
+        "with --init-from)",
     )
-    train.add_argument("--warmup-steps", type=int, default=0, help="linear warm-up")
+    train.add_argument("--warmup-steps", type=int, default=0, help="linear warm-up from lr/N to lr")
     train.add_argument("--lr-decay", default="constant", choices=("constant", "cosine"))
     train.add_argument("--min-lr", type=float, help="end of cosine decay (default: lr / 10)")
     train.add_argument("--weight-decay", type=float, default=0.1, help="AdamW weight decay")
@@ -129,20 +155,31 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=123, help="seeds data order, weights, dropout")
 
     report = p.add_argument_group("evaluation, samples and files")
-    report.add_argument("--eval-freq", type=positive_int, default=5, help="evaluate every N steps")
-    report.add_argument("--eval-iter", type=positive_int, default=5, help="batches per estimate")
-    report.add_argument("--start-context", default="Every effort moves you", help="sample prompt")
+    report.add_argument(
+        "--eval-freq", type=positive_int, default=5, help="evaluate after step 0 and every N steps"
+    )
+    report.add_argument(
+        "--eval-iter", type=positive_int, default=5, help="batches averaged per loss estimate"
+    )
+    report.add_argument(
+        "--start-context", metavar="TEXT", default="Every effort moves you", help="sample prompt"
+    )
     report.add_argument("--sample-tokens", type=positive_int, default=50, help="tokens/sample")
     report.add_argument(
         "--sample-every", type=int, default=0, help="also sample every N steps (0: epochs only)"
     )
     report.add_argument(
-        "--output-dir", type=Path, default=Path("."), help="where plot, weights, checkpoint go"
+        "--output-dir",
+        type=Path,
+        default=Path("."),
+        help="where loss-plot.png, model.safetensors, checkpoint.pt go",
     )
     report.add_argument(
         "--save-every", type=int, default=0, help="checkpoint every N steps and at the end"
     )
-    report.add_argument("--resume", type=Path, help="continue from this checkpoint")
+    report.add_argument(
+        "--resume", type=Path, help="continue from this checkpoint.pt, its flags the defaults"
+    )
     report.add_argument(
         "--eval-only", action="store_true", help="print the loss on all of --data; no training"
     )

@@ -11,6 +11,7 @@ import torch
 from mygpt import Sampling, get_tokenizer, gpt2_folder, load_gpt2, load_trained_model
 from mygpt.chat import ChatSettings, chat
 from mygpt.cli import (
+    HelpFormatter,
     add_device_flags,
     add_download_flags,
     banner,
@@ -26,9 +27,7 @@ from mygpt.tokenizer import ENDOFTEXT_ID
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--model-size", default="124M", choices=list(GPT2_SIZES), help="GPT-2 size")
     p.add_argument(
         "--checkpoint-dir",
@@ -44,21 +43,40 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_download_flags(p)
     p.add_argument("--max-new-tokens", type=positive_int, default=50, help="completion length")
     p.add_argument("--temperature", type=float, default=0.7, help="0 is greedy")
-    p.add_argument("--top-k", type=positive_int, default=40, help="sample among the k likeliest")
-    p.add_argument("--top-p", type=float, help="sample within this probability mass (nucleus)")
     p.add_argument(
-        "--repetition-penalty", type=float, default=1.0, help="> 1 discourages repeats; 1 is off"
+        "--top-k", type=positive_int, default=40, help="sample among the N likeliest tokens"
     )
     p.add_argument(
-        "--stop", action="append", default=[], metavar="TEXT", help="end a completion at TEXT"
+        "--top-p",
+        type=float,
+        help="nucleus sampling: among the fewest tokens whose probability reaches X",
+    )
+    p.add_argument(
+        "--repetition-penalty",
+        type=float,
+        default=1.0,
+        help="transformers' rule: a seen token's logit is divided by X if positive, multiplied "
+        "if negative; 1 is off",
+    )
+    p.add_argument(
+        "--stop",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="end a completion where its text contains TEXT (repeatable)",
     )
     p.add_argument("--seed", type=int, help="same seed, same completions (default: random)")
-    p.add_argument("--verbose", action="store_true", help="a timing line after each completion")
+    p.add_argument(
+        "--verbose",
+        action="store_true",
+        help="after each completion, a dim line: tokens, seconds, tokens/s",
+    )
     p.add_argument(
         "--precision",
         default="float32",
         choices=PRECISIONS,
-        help="weights for generation: bfloat16, int8 (Linear layers), or auto (fastest here)",
+        help="weights for generation: bfloat16, int8 (Linear layers and the head), or auto "
+        "(int8 on a CPU with the kernel, bfloat16 on a CUDA GPU with bf16); float32 is exact",
     )
     add_device_flags(p)
     args = p.parse_args(argv)

@@ -35,6 +35,21 @@ def banner(title: str) -> str:
     return "\n".join(("=" * len(line), line, "=" * len(line)))
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """--help that shows a flag's default only when there is one to show."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        # None and an off switch's False say nothing; a flag's help names its varying default.
+        if action.default is None or action.default is False or action.default == []:
+            return action.help
+        return super()._get_help_string(action)
+
+    def _get_default_metavar_for_optional(self, action: argparse.Action) -> str:
+        # "--lr X" and "--epochs N" read better than "--lr LR" and "--epochs EPOCHS".
+        kind = {int: "N", positive_int: "N", float: "X", Path: "PATH"}.get(action.type)
+        return kind or super()._get_default_metavar_for_optional(action)
+
+
 def positive_int(text: str) -> int:
     """argparse type: an integer >= 1."""
     value = int(text)
@@ -48,11 +63,20 @@ positive_int.__name__ = "positive integer"  # what argparse names in its error m
 
 def add_device_flags(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     """--device, --dtype, --compile and --tf32, the same in both scripts."""
-    p.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="auto: cuda, mps, cpu")
     p.add_argument(
-        "--dtype", default="float32", choices=DTYPE_CHOICES, help="autocast matmuls to this"
+        "--device", default="auto", choices=DEVICE_CHOICES, help="auto: cuda, then mps, then cpu"
     )
-    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument(
+        "--dtype",
+        default="float32",
+        choices=DTYPE_CHOICES,
+        help="bfloat16: autocast matmuls to bfloat16 (weights stay float32); auto: bfloat16 "
+        "where the hardware computes it natively (CUDA with bf16, a CPU with AMX or "
+        "AVX512-BF16), else float32",
+    )
+    p.add_argument(
+        "--compile", action="store_true", help="torch.compile the model (pays off on long runs)"
+    )
     p.add_argument("--tf32", action="store_true", help="TF32 matmuls for float32 on CUDA")
 
 
@@ -61,9 +85,15 @@ def add_download_flags(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> 
     p.add_argument(
         "--models-dir",
         type=Path,
+        metavar="DIR",
         help=f"download cache (default: $MYGPT_MODELS_DIR or {default_models_dir()})",
     )
-    p.add_argument("--base-url", help="download from this server: {URL}/{size}/{file}")
+    p.add_argument(
+        "--base-url",
+        metavar="URL",
+        help="download from a server with the same layout: {URL}/{size}/{file} "
+        "({URL}/{repo}/resolve/main/{file} with --source hf)",
+    )
     p.add_argument(
         "--source",
         default="openai",
