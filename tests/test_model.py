@@ -9,6 +9,7 @@ from reference import gpt2_logits, openai_layout
 
 from mygpt import GPTConfig, GPTModel, gpt2_config
 from mygpt.model import GELU, LayerNorm
+from mygpt.preflight import n_parameters
 
 
 def test_logits_shape(tiny_model):
@@ -21,6 +22,15 @@ def test_parameter_count_of_the_v1_configuration(context_length, expected):
     with torch.device("meta"):  # shapes only: no memory, no init time
         model = GPTModel(GPTConfig(context_length=context_length))
     assert model.num_parameters() == expected
+
+
+@pytest.mark.parametrize("qkv_bias", [False, True])
+@pytest.mark.parametrize("tied", [False, True])
+def test_preflight_counts_the_parameters_the_model_has(qkv_bias, tied):
+    cfg = GPTConfig(vocab_size=1000, context_length=48, emb_dim=24, n_heads=3, n_layers=2,
+                    qkv_bias=qkv_bias)  # fmt: skip
+    model = GPTModel(cfg)
+    assert n_parameters(cfg, tied) == (model.tie_weights() if tied else model).num_parameters()
 
 
 def test_gpt2_presets():
