@@ -258,8 +258,6 @@ def evaluate(args: argparse.Namespace, checkpoint: dict | None, dist: Dist, devi
 def train(args: argparse.Namespace, checkpoint: dict | None, dist: Dist, device) -> int:
     """The run: model, data, the training loop with its reports, then the plot and weights."""
     print0 = print if dist.is_main else lambda *a, **k: None
-    if args.output_dir.exists() and not args.output_dir.is_dir():
-        raise UserError(f"--output-dir {args.output_dir}: exists and is not a directory")
     if dist.is_main:
         check_output_dir(args.output_dir)
     allow_tf32(args.tf32)
@@ -271,18 +269,8 @@ def train(args: argparse.Namespace, checkpoint: dict | None, dist: Dist, device)
 
     print0(banner("TRAINING OUR GPT MODEL"))
     print0(f"\nLoaded training data from: {shown_path(args.data)}")
-    if args.dtype == "auto":
-        native = "native" if has_native_bfloat16(device) else "not native"
-        print0(f"--dtype auto: {resolve_dtype(device, 'auto')} (bfloat16 is {native} on {device})")
-    if args.init_from and not checkpoint:
-        print0(f"Fine-tuning with lr {args.lr:g}, drop rate {args.drop_rate:g}, "
-            f"weight decay {args.weight_decay:g}")  # fmt: skip
-    optimizer = make_optimizer(model, args.lr, args.weight_decay, device, args.decay_matrices_only)
-    net = wrap_for_training(model, device, dist, args.compile)
-    trainer = Trainer(
-        net, optimizer, train_windows, val_windows, train_settings(args), device, dist,
-        make_autocast(device, args.dtype),
-    )  # fmt: skip
+    show_settings(args, checkpoint, device, print0)
+    trainer = make_trainer(args, model, train_windows, val_windows, device, dist)
     if checkpoint:
         trainer.load_state_dict(checkpoint)
         print0(f"Resuming from {args.resume} at step {trainer.state.step} of {trainer.total_steps}")
@@ -297,22 +285,9 @@ def train(args: argparse.Namespace, checkpoint: dict | None, dist: Dist, device)
     except RuntimeError as e:  # torch.OutOfMemoryError is one
         if not is_out_of_memory(e):
             raise
-        b, accum = args.batch_size, args.grad_accum
-        smaller = f"--batch-size {max(1, b // 2)} --grad-accum {accum * 2}" if b > 1 else (
-            "a smaller model or --context-length")  # fmt: skip
-        raise SaveError(
-            f"out of memory on {device.type} at --batch-size {b}: try {smaller} "
-            f"(the same batch per step); {files.last_saved()}"
-        ) from None
+        raise out_of_memory_error(args, device, files) from None
     if not finished:
-        path = files.save_checkpoint("the interrupted run's state")
-        if dist.is_main:
-            print(
-                f"Interrupted after step {trainer.state.step} of {trainer.total_steps}; "
-                f"checkpoint saved to {path}\nContinue with: --resume {path}",
-                file=sys.stderr,
-            )
-        return 130
+        return report_interrupted(trainer, files, dist)
 
     print0(banner("POST TRAINING OUTPUT"))
     print_sample(args, trainer, tokenizer, dist)
@@ -325,6 +300,56 @@ def train(args: argparse.Namespace, checkpoint: dict | None, dist: Dist, device)
         files.save_checkpoint("the final checkpoint")
         print0(f"Checkpoint saved to: {files.checkpoint_path}")
     return 0
+
+
+def show_settings(args: argparse.Namespace, checkpoint: dict | None, device, print0) -> None:
+    """What --dtype auto chose, and the settings a fine-tuning run defaults to."""
+    if args.dtype == "auto":
+        native = "native" if has_native_bfloat16(device) else "not native"
+        print0(f"--dtype auto: {resolve_dtype(device, 'auto')} (bfloat16 is {native} on {device})")
+    if args.init_from and not checkpoint:
+        print0(f"Fine-tuning with lr {args.lr:g}, drop rate {args.drop_rate:g}, "
+            f"weight decay {args.weight_decay:g}")  # fmt: skip
+
+
+def make_trainer(
+    args: argparse.Namespace,
+    model: GPTModel,
+    train_windows: TokenWindows,
+    val_windows: TokenWindows,
+    device,
+    dist: Dist,
+) -> Trainer:
+    """AdamW, the compiled or DDP-wrapped model, and the loop that steps them."""
+    optimizer = make_optimizer(model, args.lr, args.weight_decay, device, args.decay_matrices_only)
+    net = wrap_for_training(model, device, dist, args.compile)
+    return Trainer(
+        net, optimizer, train_windows, val_windows, train_settings(args), device, dist,
+        make_autocast(device, args.dtype),
+    )  # fmt: skip
+
+
+def out_of_memory_error(args: argparse.Namespace, device, files: RunOutputs) -> SaveError:
+    """Out of memory mid-run: the same batch per step in smaller passes, and what was saved."""
+    b, accum = args.batch_size, args.grad_accum
+    smaller = f"--batch-size {max(1, b // 2)} --grad-accum {accum * 2}" if b > 1 else (
+        "a smaller model or --context-length")  # fmt: skip
+    return SaveError(
+        f"out of memory on {device.type} at --batch-size {b}: try {smaller} "
+        f"(the same batch per step); {files.last_saved()}"
+    )
+
+
+def report_interrupted(trainer: Trainer, files: RunOutputs, dist: Dist) -> int:
+    """Ctrl-C or SIGTERM stopped the run: save its state and say how to continue."""
+    path = files.save_checkpoint("the interrupted run's state")
+    if dist.is_main:
+        print(
+            f"Interrupted after step {trainer.state.step} of {trainer.total_steps}; "
+            f"checkpoint saved to {path}\nContinue with: --resume {path}",
+            file=sys.stderr,
+        )
+    return 130
 
 
 def start_model(

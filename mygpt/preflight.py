@@ -21,6 +21,8 @@ _TORCH_OVERHEAD = int(0.8 * GB)  # the process itself: PyTorch's libraries and a
 
 def check_output_dir(path: Path) -> None:
     """The folder exists or can be made, and a file can be written in it."""
+    if path.exists() and not path.is_dir():
+        raise UserError(f"--output-dir {path}: exists and is not a directory")
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe = path / f".mygpt-write-test-{os.getpid()}"

@@ -1,9 +1,13 @@
+import runpy
 import signal
+import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
+from filelock import FileLock
 
 from mygpt import GPTConfig, GPTModel, get_tokenizer
 
@@ -18,6 +22,24 @@ def default_sigint():
     """Popen preexec_fn: a child started from a background job inherits an ignored SIGINT,
     and Python then installs no KeyboardInterrupt handler; Ctrl-C tests need the default."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def run_in_process(script: Path, args, monkeypatch, capsys) -> subprocess.CompletedProcess:
+    """The script run in this process (runpy), reported as subprocess.run reports a child: for
+    runs that end early, it saves starting Python and importing torch again (5-10 s each)."""
+    monkeypatch.setattr(sys, "argv", [str(script), *map(str, args)])
+    monkeypatch.chdir(ROOT)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit:
+        runpy.run_path(str(script), run_name="__main__")
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess(sys.argv, exit.value.code, out.out, out.err)
+
+
+@pytest.fixture
+def v1_here(monkeypatch, capsys):
+    """v1_here(*args): MyGPT_v1_local-train.py run in this process, for runs that end early."""
+    return lambda *args: run_in_process(ROOT / "MyGPT_v1_local-train.py", args, monkeypatch, capsys)
 
 
 @pytest.fixture(scope="session")
@@ -38,36 +60,52 @@ CKPT_SHAPE = {"n_layer": 2, "n_embd": 64, "n_head": 4, "n_ctx": 128, "n_vocab": 
 
 
 @pytest.fixture(scope="session")
-def tf_checkpoint(tmp_path_factory):
-    """(folder served as {root}/124M/, its arrays in OpenAI names with conv weights squeezed)."""
-    import subprocess
+def shared_tmp(tmp_path_factory, worker_id) -> Path:
+    """A folder of this test run that its xdist workers share."""
+    base = tmp_path_factory.getbasetemp()
+    return base if worker_id == "master" else base.parent
 
+
+def made_once(folder: Path, make: Callable[[Path], None]) -> Path:
+    """folder, made by make(folder) only by the first worker to ask; the others wait for it."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{folder}.lock"):
+        if not (done := folder.with_name(folder.name + ".done")).exists():
+            make(folder)
+            done.touch()
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tf_checkpoint(shared_tmp):
+    """(folder served as {root}/124M/, its arrays in OpenAI names with conv weights squeezed)."""
     import numpy as np
 
-    root = tmp_path_factory.mktemp("served")
-    folder = root / "124M"
-    s = CKPT_SHAPE
-    args = [s["n_layer"], s["n_embd"], s["n_head"], s["n_ctx"], s["n_vocab"], 7]
-    subprocess.run(
-        [sys.executable, str(Path(__file__).with_name("make_tf_checkpoint.py")), str(folder)]
-        + [str(a) for a in args],
-        check=True,
-        capture_output=True,
-    )
+    def make(folder: Path) -> None:
+        s = CKPT_SHAPE
+        args = [s["n_layer"], s["n_embd"], s["n_head"], s["n_ctx"], s["n_vocab"], 7]
+        subprocess.run(
+            [sys.executable, str(Path(__file__).with_name("make_tf_checkpoint.py")), str(folder)]
+            + [str(a) for a in args],
+            check=True,
+            capture_output=True,
+        )
+
+    folder = made_once(shared_tmp / "served" / "124M", make)
     with np.load(str(folder) + ".npz") as npz:
         arrays = {k: (v[0] if v.ndim == 3 else v) for k, v in npz.items()}
     return folder, arrays
 
 
 @pytest.fixture(scope="session")
-def models_dir(tf_checkpoint, tmp_path_factory):
+def models_dir(tf_checkpoint, shared_tmp):
     """A models folder holding the downloaded and already converted 124M-named checkpoint."""
     from http_server import FileServer
 
     from mygpt import download_gpt2, load_gpt2
 
-    folder, _ = tf_checkpoint
-    models = tmp_path_factory.mktemp("models")
-    with FileServer(folder.parent) as server:
-        load_gpt2(download_gpt2("124M", models, base_url=server.url))
-    return models
+    def make(models: Path) -> None:
+        with FileServer(tf_checkpoint[0].parent) as server:
+            load_gpt2(download_gpt2("124M", models, base_url=server.url))
+
+    return made_once(shared_tmp / "models", make)

@@ -1,20 +1,14 @@
 """The scripts' --help is their flag reference: every default that exists, none that does not."""
 
-import runpy
-import sys
-
-import pytest
-from conftest import ROOT
+from conftest import ROOT, run_in_process
 
 
 def help_text(script: str, monkeypatch, capsys) -> str:
-    """What `python SCRIPT --help` prints, run in this process."""
-    monkeypatch.setattr(sys, "argv", [script, "--help"])
-    with pytest.raises(SystemExit) as exit:
-        runpy.run_path(str(ROOT / script), run_name="__main__")
-    assert exit.value.code == 0
+    """What `python SCRIPT --help` prints, one space between words."""
+    out = run_in_process(ROOT / script, ["--help"], monkeypatch, capsys)
+    assert out.returncode == 0
     # argparse wraps to the terminal's width; join the lines to match phrases across breaks.
-    return " ".join(capsys.readouterr().out.split())
+    return " ".join(out.stdout.split())
 
 
 def test_v1_help_names_each_default_once(monkeypatch, capsys):

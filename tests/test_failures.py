@@ -5,12 +5,10 @@ damaged file can be simulated by monkeypatching.
 """
 
 import errno
-import runpy
-import sys
 
 import pytest
 import torch
-from conftest import ROOT
+from conftest import ROOT, run_in_process
 from http_server import FileServer
 
 import mygpt.preflight as preflight
@@ -28,11 +26,8 @@ pytestmark = pytest.mark.slow  # runs the v1 script
 
 def v1(monkeypatch, capsys, *args) -> tuple[int, str, str]:
     """Run the v1 script in this process: (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", [str(SCRIPT), *map(str, args)])
-    with pytest.raises(SystemExit) as exit:
-        runpy.run_path(str(SCRIPT), run_name="__main__")
-    out = capsys.readouterr()
-    return exit.value.code, out.out, out.err
+    out = run_in_process(SCRIPT, args, monkeypatch, capsys)
+    return out.returncode, out.stdout, out.stderr
 
 
 def files(folder) -> list[str]:
@@ -45,6 +40,9 @@ def test_output_folder_under_a_file_is_refused_before_any_work(monkeypatch, caps
     assert code == 2 and out == ""
     assert err == f"error: --output-dir {tmp_path}/story.txt/out: cannot write there " \
         "(Not a directory)\n"  # fmt: skip
+    code, out, err = v1(monkeypatch, capsys, *TINY, "--output-dir", tmp_path / "story.txt")
+    assert (code, out) == (2, "")
+    assert err == f"error: --output-dir {tmp_path}/story.txt: exists and is not a directory\n"
 
 
 def test_too_little_disk_or_memory_is_refused_before_any_work(monkeypatch, capsys, tmp_path):

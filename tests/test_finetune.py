@@ -11,7 +11,6 @@ from http_server import FileServer
 from safetensors import safe_open
 from test_evaluate import reference_loss
 from test_v1_script import evals
-from test_v1_script import run as run_v1
 from test_v2_script import HEADER, closed_port_url
 from test_v2_script import run as run_v2
 
@@ -39,11 +38,11 @@ def score(out) -> tuple[float, int]:
     return float(m[1]), int(m[3])
 
 
-def test_eval_only_of_a_downloaded_size_equals_numpy(tf_checkpoint, text, tmp_path):
+def test_eval_only_of_a_downloaded_size_equals_numpy(tf_checkpoint, text, tmp_path, v1_here):
     """--init-from 124M downloads as v2 does; the score equals an independent computation."""
     folder, arrays = tf_checkpoint
     with FileServer(folder.parent) as server:
-        out = run_v1("--eval-only", "--init-from", "124M", "--models-dir", tmp_path, "--base-url",
+        out = v1_here("--eval-only", "--init-from", "124M", "--models-dir", tmp_path, "--base-url",
                      server.url, "--data", text, "--context-length", "50")  # fmt: skip
     loss, n = score(out)
     assert "Downloading model weights for the 124M parameter model" in out.stderr
@@ -59,14 +58,14 @@ def test_eval_only_of_a_downloaded_size_equals_numpy(tf_checkpoint, text, tmp_pa
     # The same weights as a folder (no network), and at the model's full context.
     local = tmp_path / "folder"
     shutil.copytree(tmp_path / "gpt2" / "124M", local)
-    full, _ = score(run_v1("--eval-only", "--init-from", local, "--data", text))
+    full, _ = score(v1_here("--eval-only", "--init-from", local, "--data", text))
     expected_full, _ = reference_loss(arrays, tokens, CKPT_SHAPE["n_ctx"], CKPT_SHAPE["n_head"])
     assert abs(full - expected_full) <= 1e-4
 
 
-def test_fine_tune_a_gpt2_size_then_chat_and_fine_tune_again(models_dir, text, tmp_path):
+def test_fine_tune_a_gpt2_size_then_chat_and_fine_tune_again(models_dir, text, tmp_path, v1_here):
     out_dir = tmp_path / "ft"
-    out = run_v1("--init-from", "124M", "--models-dir", models_dir, "--base-url",
+    out = v1_here("--init-from", "124M", "--models-dir", models_dir, "--base-url",
                  closed_port_url(), "--context-length", "64", "--max-steps", "4",
                  "--save-every", "4", "--output-dir", out_dir, *SMALL_RUN)  # fmt: skip
     assert out.returncode == 0, out.stderr
@@ -108,7 +107,7 @@ def test_fine_tune_a_gpt2_size_then_chat_and_fine_tune_again(models_dir, text, t
     assert f"MyGPT: {expected}" in chat.stdout.decode().splitlines()
     assert HEADER in chat.stdout.decode().splitlines()
 
-    again = run_v1("--init-from", out_dir / "checkpoint.pt", "--max-steps", "1",
+    again = v1_here("--init-from", out_dir / "checkpoint.pt", "--max-steps", "1",
                    "--output-dir", tmp_path / "again", *SMALL_RUN)  # fmt: skip
     assert again.returncode == 0, again.stderr
     assert "- context_length: 64" in again.stdout.splitlines()
@@ -116,7 +115,7 @@ def test_fine_tune_a_gpt2_size_then_chat_and_fine_tune_again(models_dir, text, t
     assert "Starting Training..." in again.stdout  # fresh optimizer and step count: no resume
     assert load_model(tmp_path / "again" / "model.safetensors").is_tied
 
-    resumed = run_v1("--resume", out_dir / "checkpoint.pt", "--max-steps", "6")
+    resumed = v1_here("--resume", out_dir / "checkpoint.pt", "--max-steps", "6")
     assert resumed.returncode == 0, resumed.stderr
     assert f"Resuming from {out_dir / 'checkpoint.pt'} at step 4 of 6" in resumed.stdout
     assert load_model(weights).is_tied
@@ -132,40 +131,40 @@ def test_fine_tune_a_gpt2_size_then_chat_and_fine_tune_again(models_dir, text, t
          "--context-length 256 is longer than the weights' 128 positions"),
     ],
 )  # fmt: skip
-def test_shape_flags_that_contradict_the_weights(models_dir, tmp_path, flags, message):
+def test_shape_flags_that_contradict_the_weights(models_dir, tmp_path, flags, message, v1_here):
     folder = models_dir / "gpt2" / "124M"
-    out = run_v1("--init-from", folder, *flags, "--output-dir", tmp_path)
+    out = v1_here("--init-from", folder, *flags, "--output-dir", tmp_path)
     assert out.returncode == 2
     assert out.stderr == f"error: --init-from {folder}: {message}\n"
     assert not list(tmp_path.iterdir())
 
 
-def test_contradictions_and_bad_sources_are_refused_before_any_download(tmp_path):
+def test_contradictions_and_bad_sources_are_refused_before_any_download(tmp_path, v1_here):
     url = closed_port_url()
-    out = run_v1("--init-from", "355M", "--emb-dim", "768", "--models-dir", tmp_path,
+    out = v1_here("--init-from", "355M", "--emb-dim", "768", "--models-dir", tmp_path,
                  "--base-url", url)  # fmt: skip
     assert out.returncode == 2
     assert out.stderr == "error: --init-from 355M: --emb-dim 768, the weights have 1024\n"
     assert not list(tmp_path.iterdir())  # nothing downloaded, not even a folder
-    missing = run_v1("--init-from", tmp_path / "nothing", "--eval-only")
+    missing = v1_here("--init-from", tmp_path / "nothing", "--eval-only")
     assert missing.returncode == 2 and missing.stderr == (
         f"error: {tmp_path / 'nothing'}: no such file or folder "
         "(GPT-2 sizes: 124M, 355M, 774M, 1558M)\n"
     )
     (tmp_path / "junk.safetensors").write_bytes(b"junk")
-    junk = run_v1("--init-from", tmp_path / "junk.safetensors")
+    junk = v1_here("--init-from", tmp_path / "junk.safetensors")
     assert junk.returncode == 2 and junk.stderr.startswith(f"error: {tmp_path}/junk.safetensors")
     assert "Traceback" not in junk.stderr
 
 
-def test_eval_only_of_a_new_model_and_of_a_checkpoint(tmp_path, text):
+def test_eval_only_scores_a_new_model_and_refuses_an_empty_text(tmp_path, text, v1_here):
     """Without weights it scores a fresh model of the flags' shape: near log(50257) = 10.8."""
-    loss, n = score(run_v1("--eval-only", "--data", text, "--emb-dim", "32", "--n-layers", "1",
+    loss, n = score(v1_here("--eval-only", "--data", text, "--emb-dim", "32", "--n-layers", "1",
                            "--n-heads", "2", "--context-length", "64"))  # fmt: skip
     assert (
         abs(loss - np.log(50257)) < 0.3 and n == len(get_tokenizer().encode(text.read_text())) - 1
     )
     empty = tmp_path / "empty.txt"
     empty.write_text(" \n")
-    bad = run_v1("--eval-only", "--data", empty, "--emb-dim", "32", "--n-heads", "2")
+    bad = v1_here("--eval-only", "--data", empty, "--emb-dim", "32", "--n-heads", "2")
     assert bad.returncode == 2 and bad.stderr == f"error: {empty}: is empty\n"

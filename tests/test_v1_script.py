@@ -83,11 +83,11 @@ def test_tiny_run_end_to_end(two_epochs):
         (("The story goes on. " * 140).encode(), "too short: its validation part has"),
     ],
 )
-def test_bad_data_file(tmp_path, content, message):
+def test_bad_data_file(tmp_path, content, message, v1_here):
     path = tmp_path / "story.txt"
     if content is not None:
         path.write_bytes(content)
-    out = run("--data", path, "--output-dir", tmp_path, *TINY_FLAGS)
+    out = v1_here("--data", path, "--output-dir", tmp_path, *TINY_FLAGS)
     assert out.returncode == 2
     assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
     assert out.stderr.startswith(f"error: {path}: {message}")
@@ -102,8 +102,8 @@ def test_bad_data_file(tmp_path, content, message):
         (["--device", "tpu"], "invalid choice: 'tpu'"),
     ],
 )
-def test_bad_flags(flags, message):
-    out = run(*flags)
+def test_bad_flags(flags, message, v1_here):
+    out = v1_here(*flags)
     assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr
 
 
