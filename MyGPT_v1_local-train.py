@@ -19,6 +19,7 @@ import torch
 from tqdm import tqdm
 
 from mygpt import (
+    Corpus,
     GPTConfig,
     GPTModel,
     TokenWindows,
@@ -203,8 +204,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, dict 
         if "args" not in checkpoint:
             raise UserError(f"{args.resume}: not a checkpoint of this script")
         p.set_defaults(**{k: v for k, v in checkpoint["args"].items() if k != "resume"})
-        args = p.parse_args(argv)
-        args.data, args.output_dir = Path(args.data), Path(args.output_dir)  # saved as text
+        args = p.parse_args(argv)  # argparse converts the saved text of --data etc. to Path
     # Flags not given take the defaults of training from scratch or of fine-tuning; the shape
     # of --init-from's weights is only known once they are loaded (see start_model).
     for name, value in (FINE_TUNING if args.init_from else FROM_SCRATCH).items():
@@ -240,18 +240,15 @@ def main() -> int:
 def evaluate(args: argparse.Namespace, checkpoint: dict | None, dist: Dist, device) -> int:
     """--eval-only: one line, the model's loss on all of --data (anything else goes to stderr)."""
     log = partial(print, file=sys.stderr)
-    model, _ = start_model(args, checkpoint, dist, device, log)
-    with dist.main_first():
+    with dist.main_first():  # the text first: a bad --data is refused before any download
         tokens = load_tokens(args.data, get_tokenizer(), args.memmap or None, log)
     if len(tokens) < 2:
         raise DataError(f"{args.data}: too short: {len(tokens)} token, scoring needs 2")
+    model, _ = start_model(args, checkpoint, dist, device, log)
     score = evaluate_tokens(model, tokens, batch_size=args.batch_size,
                             autocast=make_autocast(device, args.dtype))  # fmt: skip
     if dist.is_main:
-        print(
-            f"Loss {score.loss:.4f}, perplexity {score.perplexity:.2f} "
-            f"over {score.n_tokens} tokens of {shown_path(args.data)}"
-        )
+        print(f"{score} of {shown_path(args.data)}")
     return 0
 
 
@@ -261,10 +258,12 @@ def train(args: argparse.Namespace, checkpoint: dict | None, dist: Dist, device)
     if dist.is_main:
         check_output_dir(args.output_dir)
     allow_tf32(args.tf32)
+    tokenizer = get_tokenizer()
+    with dist.main_first():  # rank 0 tokenizes into the cache first; the others then read it
+        corpus = load_corpus(args.data, tokenizer, args.train_ratio, args.memmap or None, print0)
     checks = partial(preflight, args, device, dist)
     model, origin = start_model(args, checkpoint, dist, device, print0, checks)
-    tokenizer = get_tokenizer()
-    train_windows, val_windows = load_windows(args, model.cfg, tokenizer, dist, print0)
+    train_windows, val_windows = windows(args, corpus, model.cfg, dist)
     show_model(model, origin, device, dist, print0)
 
     print0(banner("TRAINING OUR GPT MODEL"))
@@ -468,16 +467,14 @@ def train_settings(args: argparse.Namespace) -> TrainSettings:
     )
 
 
-def load_windows(
-    args: argparse.Namespace, cfg: GPTConfig, tokenizer, dist: Dist, print0: Callable
+def windows(
+    args: argparse.Namespace, corpus: Corpus, cfg: GPTConfig, dist: Dist
 ) -> tuple[TokenWindows, TokenWindows]:
-    """Training and validation windows of --data; rank 0 makes any token file first."""
-    with dist.main_first():  # rank 0 tokenizes into the cache first; the others then read it
-        corpus = load_corpus(args.data, tokenizer, args.train_ratio, args.memmap or None, print0)
+    """Training and validation windows of the model's context length over --data's tokens."""
     global_batch = args.batch_size * args.grad_accum * dist.world_size
     try:
         return corpus.windows(cfg.context_length, args.stride or cfg.context_length, global_batch)
-    except DataError as e:  # too short: print0 which data
+    except DataError as e:  # too short: name the data
         raise DataError(f"{args.data}: {e}") from None
 
 

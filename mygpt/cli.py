@@ -104,7 +104,7 @@ def add_download_flags(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> 
 
 def download_settings(args: argparse.Namespace) -> DownloadSettings:
     """The flags of add_download_flags."""
-    return DownloadSettings(args.models_dir and Path(args.models_dir), args.base_url, args.source)
+    return DownloadSettings(args.models_dir, args.base_url, args.source)
 
 
 class GracefulStop:

@@ -26,9 +26,7 @@ class TextScore:
         return math.exp(self.loss)
 
     def __str__(self) -> str:
-        return (
-            f"Loss {self.loss:.4f}, perplexity {self.perplexity:.2f} over {self.n_tokens:,} tokens"
-        )
+        return f"Loss {self.loss:.4f}, perplexity {self.perplexity:.2f} over {self.n_tokens} tokens"
 
 
 @torch.no_grad()

@@ -156,6 +156,16 @@ def test_contradictions_and_bad_sources_are_refused_before_any_download(tmp_path
     assert junk.returncode == 2 and junk.stderr.startswith(f"error: {tmp_path}/junk.safetensors")
     assert "Traceback" not in junk.stderr
 
+    # A missing --data is refused before the weights are downloaded, training or scoring.
+    for mode in ([], ["--eval-only"]):
+        no_data = v1_here("--init-from", "124M", "--models-dir", tmp_path, "--base-url", url,
+                          "--data", tmp_path / "none.txt", *mode)  # fmt: skip
+        assert (no_data.returncode, no_data.stderr) == (
+            2,
+            f"error: {tmp_path}/none.txt: no such file\n",
+        )
+        assert not (tmp_path / "gpt2").exists()
+
 
 def test_eval_only_scores_a_new_model_and_refuses_an_empty_text(tmp_path, text, v1_here):
     """Without weights it scores a fresh model of the flags' shape: near log(50257) = 10.8."""
