@@ -108,7 +108,7 @@ def main() -> None:
     sys.stdin.reconfigure(errors="replace")
     device = pick_device(args.device)
     allow_tf32(args.tf32)
-    precision = make_autocast(device, args.dtype)
+    autocast = make_autocast(device, args.dtype)
     print(banner("PRETRAINED GPT MODEL"))
     print()
     if args.checkpoint:
@@ -127,7 +127,7 @@ def main() -> None:
         model = torch.compile(model, dynamic=True)  # prompts and the cache change lengths
     settings = ChatSettings(args.sampling, args.seed, args.verbose)
     history = (args.models_dir or default_models_dir()) / "chat-history"
-    with precision():
+    with autocast():
         chat(model, get_tokenizer(), settings, history_file=history)
 
 
