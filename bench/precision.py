@@ -19,7 +19,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,8 +28,8 @@ from mygpt import (  # noqa: E402
     for_inference,
     generate,
     get_tokenizer,
-    load_gpt2,
-    load_trained_model,
+    load_tokens,
+    load_weights,
     split_text,
 )
 
@@ -69,16 +68,15 @@ def main() -> None:
     if args.weights or args.checkpoint_dir:
         if not args.text:
             p.error("--text: the held-out text to score the model on")
-        model = (load_trained_model(args.weights) if args.weights
-                 else load_gpt2(args.checkpoint_dir))  # fmt: skip
-        source, held_out = str(args.weights or args.checkpoint_dir), args.text
+        model, source = load_weights(args.weights or args.checkpoint_dir)
+        held_out = args.text
     else:
         weights, held_out = trained_model(args.work)
-        model, source = load_trained_model(weights), str(weights)
+        model, source = load_weights(weights)
         held_out = args.text or held_out
 
     tokenizer = get_tokenizer()
-    tokens = np.array(tokenizer.encode(held_out.read_text(), allowed_special="all"))
+    tokens = load_tokens(held_out, tokenizer)  # as --eval-only reads it
     prompt = torch.tensor([tokens[:8].tolist()])
     rows, reference = {}, None
     for precision in BOUNDS:
