@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from mygpt import Sampling, get_tokenizer, gpt2_folder, load_gpt2, load_trained_model
-from mygpt.chat import ChatSettings, chat
+from mygpt.chat import CHAT_SAMPLING, ChatSettings, chat
 from mygpt.cli import (
     HelpFormatter,
     add_device_flags,
@@ -23,7 +24,6 @@ from mygpt.config import GPT2_SIZES
 from mygpt.devices import allow_tf32, make_autocast, pick_device
 from mygpt.precision import PRECISIONS, auto_precision, for_inference
 from mygpt.pretrained import default_models_dir
-from mygpt.tokenizer import ENDOFTEXT_ID
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -41,10 +41,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "(its model.safetensors or checkpoint.pt); no download",
     )
     add_download_flags(p)
-    p.add_argument("--max-new-tokens", type=positive_int, default=50, help="completion length")
-    p.add_argument("--temperature", type=float, default=0.7, help="0 is greedy")
+    defaults = CHAT_SAMPLING
     p.add_argument(
-        "--top-k", type=positive_int, default=40, help="sample among the N likeliest tokens"
+        "--max-new-tokens",
+        type=positive_int,
+        default=defaults.max_new_tokens,
+        help="completion length",
+    )
+    p.add_argument("--temperature", type=float, default=defaults.temperature, help="0 is greedy")
+    p.add_argument(
+        "--top-k",
+        type=positive_int,
+        default=defaults.top_k,
+        help="sample among the N likeliest tokens",
     )
     p.add_argument(
         "--top-p",
@@ -54,7 +63,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--repetition-penalty",
         type=float,
-        default=1.0,
+        default=defaults.repetition_penalty,
         help="transformers' rule: a seen token's logit is divided by X if positive, multiplied "
         "if negative; 1 is off",
     )
@@ -91,13 +100,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def sampling_of(args: argparse.Namespace) -> Sampling:
     """The sampling flags; the chat ends a completion at GPT-2's <|endoftext|>."""
-    return Sampling(
+    return replace(
+        CHAT_SAMPLING,
         max_new_tokens=args.max_new_tokens,
         temperature=args.temperature,
         top_k=args.top_k,
         top_p=args.top_p,
         repetition_penalty=args.repetition_penalty,
-        eos_id=ENDOFTEXT_ID,
         stop=tuple(args.stop),
     )
 

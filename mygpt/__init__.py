@@ -6,6 +6,7 @@ from .corpus import Corpus, load_corpus, load_tokens
 from .data import GPTDataset, TokenWindows, WindowOrder, create_dataloader, read_text, split_text
 from .errors import DataError, UserError
 from .evaluate import TextScore, evaluate_tokens
+from .export import export_gguf, export_hf
 from .generate import (
     Sampling,
     complete_text,
@@ -59,6 +60,8 @@ __all__ = [
     "download_gpt2",
     "evaluate_model",
     "evaluate_tokens",
+    "export_gguf",
+    "export_hf",
     "for_inference",
     "generate",
     "generate_stream",

@@ -20,7 +20,10 @@ import torch
 
 from .generate import Sampling, stream_text
 from .model import GPTModel
+from .tokenizer import ENDOFTEXT_ID
 
+# The chat's sampling unless flags or /set change it; exported models carry the same defaults.
+CHAT_SAMPLING = Sampling(max_new_tokens=50, temperature=0.7, top_k=40, eos_id=ENDOFTEXT_ID)
 EXIT_WORDS = ("exit", "quit")
 HEADER = "MyGPT: Please enter a sentence to complete (enter 'exit' to end chat)"
 HISTORY_LENGTH = 1000  # lines kept in the history file

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
+
+from .errors import UserError
 
 
 def write_atomically(path: str | Path, write: Callable[[Path], object]) -> Path:
@@ -18,3 +21,39 @@ def write_atomically(path: str | Path, write: Callable[[Path], object]) -> Path:
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def write_folder_atomically(folder: str | Path, write: Callable[[Path], object]) -> Path:
+    """Call `write(tmp_folder)`, then put it in place of `folder` (replacing one that exists)."""
+    folder = Path(folder)
+    tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
+    old = folder.with_name(f"{folder.name}.old-{os.getpid()}")
+    try:
+        tmp.mkdir()
+        write(tmp)
+        if folder.exists():
+            os.replace(folder, old)
+        os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old.exists() and not folder.exists():
+            os.replace(old, folder)  # put back what was there
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+    return folder
+
+
+def check_new_output(path: Path, force: bool, what: str) -> None:
+    """`path` may be written: it does not exist (or `force`), and its folder is or can be made."""
+    if path.exists() and not force:
+        raise UserError(f"{path}: exists; give --force to replace it")
+    if path.exists() and path.is_dir() != (what == "folder"):
+        raise UserError(f"{path}: exists and is not a {what}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (NotADirectoryError, FileExistsError):
+        raise UserError(f"{path}: a part of its folder is a file") from None
+    except OSError as e:
+        raise UserError(f"{path}: cannot make its folder ({e.strerror})") from None
+    if not os.access(path.parent, os.W_OK):
+        raise UserError(f"{path}: cannot write in {path.parent}")

@@ -38,11 +38,17 @@ def _byte_decoder() -> dict[str, int]:
     return decoder
 
 
+def gpt2_vocab() -> tuple[dict[str, int], list[str]]:
+    """GPT-2's vocabulary as OpenAI published it: token (byte-level text) -> id, and the merges."""
+    encoder = json.loads(_read_verified("encoder.json"))
+    merges = _read_verified("vocab.bpe").decode().split("\n")[1:-1]  # no "#version", no ""
+    return encoder, merges
+
+
 @cache
 def get_tokenizer() -> tiktoken.Encoding:
     """The GPT-2 BPE tokenizer; ids equal tiktoken's "gpt2" encoding, no network needed."""
-    encoder = json.loads(_read_verified("encoder.json"))
-    merges = _read_verified("vocab.bpe").decode().split("\n")[1:-1]
+    encoder, merges = gpt2_vocab()
     byte_of = _byte_decoder()
     # In GPT-2 a token's id is its merge rank: the 256 bytes first, then one id per merge.
     ranks = {bytes(byte_of[c] for c in token): i for token, i in encoder.items()}

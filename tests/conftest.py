@@ -24,14 +24,18 @@ def default_sigint():
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def run_in_process(script: Path, args, monkeypatch, capsys) -> subprocess.CompletedProcess:
-    """The script run in this process (runpy), reported as subprocess.run reports a child: for
-    runs that end early, it saves starting Python and importing torch again (5-10 s each)."""
+def run_in_process(script: Path | str, args, monkeypatch, capsys) -> subprocess.CompletedProcess:
+    """The script (a path, or a module name as for python -m) run in this process (runpy),
+    reported as subprocess.run reports a child: for runs that end early, it saves starting
+    Python and importing torch again (5-10 s each)."""
     monkeypatch.setattr(sys, "argv", [str(script), *map(str, args)])
     monkeypatch.chdir(ROOT)
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit:
-        runpy.run_path(str(script), run_name="__main__")
+        if isinstance(script, str):
+            runpy.run_module(script, run_name="__main__", alter_sys=True)
+        else:
+            runpy.run_path(str(script), run_name="__main__")
     out = capsys.readouterr()
     return subprocess.CompletedProcess(sys.argv, exit.value.code, out.out, out.err)
 
@@ -109,3 +113,44 @@ def models_dir(tf_checkpoint, shared_tmp):
             load_gpt2(download_gpt2("124M", models, base_url=server.url))
 
     return made_once(shared_tmp / "models", make)
+
+
+def pydoc_text() -> str:
+    """Real English that every Python ships (as bench/pydoc_text.py writes it)."""
+    from pydoc_data.topics import topics
+
+    return "\n\n".join(topics[name] for name in sorted(topics))
+
+
+TRAINED = GPTConfig(
+    vocab_size=50257, context_length=64, emb_dim=64, n_heads=4, n_layers=2, drop_rate=0.0
+)
+
+
+def train_on_pydoc(path: Path, steps: int = 150) -> None:
+    """A small model trained on Python's documentation, saved to path: a model whose greedy
+    text is real (peaked) predictions, not random ties. Untied head, no qkv bias: the book's."""
+    from mygpt import save_model
+
+    torch.manual_seed(123)
+    prose = " ".join(pydoc_text()[:200_000].split())  # its code's indentation would be learnt first
+    ids = torch.tensor(get_tokenizer().encode(prose))
+    model = GPTModel(TRAINED)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=4e-3, weight_decay=0.1)
+    T = TRAINED.context_length
+    for _ in range(steps):
+        starts = torch.randint(0, len(ids) - T - 1, (8,))
+        x = torch.stack([ids[s : s + T] for s in starts])
+        y = torch.stack([ids[s + 1 : s + T + 1] for s in starts])
+        loss = torch.nn.functional.cross_entropy(model(x).flatten(0, 1), y.flatten())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    save_model(model.eval(), path)
+
+
+@pytest.fixture(scope="session")
+def trained_model_file(shared_tmp) -> Path:
+    """model.safetensors of train_on_pydoc, made once per test run."""
+    folder = made_once(shared_tmp / "trained", lambda f: (f.mkdir(), train_on_pydoc(f / "m")))
+    return folder / "m"

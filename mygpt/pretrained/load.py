@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -46,8 +47,10 @@ def load_gpt2(checkpoint_dir: str | Path, device: torch.device | str = "cpu") ->
         except (SafetensorError, OSError, ValueError, KeyError, RuntimeError):
             pass  # unreadable or from other weights: convert again below
     if sources == HF_SOURCES:
-        hparams = _hf_hparams(json.loads((folder / "config.json").read_text()))
-        params = _hf_params(load_file(folder / "model.safetensors"))
+        config = json.loads((folder / "config.json").read_text())
+        tied = config.get("tie_word_embeddings", True)
+        hparams = _hf_hparams(config)
+        params = _hf_params(load_file(folder / "model.safetensors"), tied)
     else:
         hparams = json.loads((folder / "hparams.json").read_text())
         params = read_tf_checkpoint(folder)
@@ -84,13 +87,19 @@ def _hf_hparams(config: dict) -> dict:
     }
 
 
-def _hf_params(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Hub names (optional "transformer." prefix) in OpenAI's form: h.0.ln_1.weight -> h0/ln_1/g."""
+def _hf_params(tensors: dict[str, np.ndarray], tied: bool = True) -> dict[str, np.ndarray]:
+    """Hub names (optional "transformer." prefix) in OpenAI's form: h.0.ln_1.weight -> h0/ln_1/g.
+
+    An untied head (tie_word_embeddings false, as MyGPT exports the book's model) is "lm_head".
+    """
     params = {}
     for name, array in tensors.items():
         name = name.removeprefix("transformer.")
+        if name == "lm_head.weight" and not tied:
+            params["lm_head"] = array
+            continue
         if name == "lm_head.weight" or re.fullmatch(r"h\.\d+\.attn\.(masked_)?bias", name):
-            continue  # the tied head and the causal-mask buffers are not weights
+            continue  # a tied head's copy and the causal-mask buffers are not weights
         name = re.sub(r"^h\.(\d+)\.", r"h\1/", name).replace(".", "/")
         is_norm = "ln_" in name
         name = re.sub(r"/weight$", "/g" if is_norm else "/w", name)
@@ -149,10 +158,18 @@ def gpt2_from_params(params: dict[str, np.ndarray], hparams: dict) -> GPTModel:
             state[b + ours + ".shift"] = take(h + theirs + "/b", (d,))
     state["final_norm.scale"] = take("ln_f/g", (d,))
     state["final_norm.shift"] = take("ln_f/b", (d,))
+    if "lm_head" in params:
+        state["out_head.weight"] = take("lm_head", (cfg.vocab_size, d))
+    qkv_biases = [k for k in state if k.endswith(("W_query.bias", "W_key.bias", "W_value.bias"))]
+    if not any(state[k].any() for k in qkv_biases):
+        # All zero: how GPT-2's format holds a model without them (the book's qkv_bias=False).
+        cfg = replace(cfg, qkv_bias=False)
+        for k in qkv_biases:
+            del state[k]
     if params:
         raise UserError(f"checkpoint has unexpected variables: {', '.join(sorted(params))}")
 
     tensors = {
         k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)) for k, v in state.items()
     }
-    return model_from_state(cfg, tensors).eval()  # no out_head: GPT-2 ties it to wte
+    return model_from_state(cfg, tensors).eval()  # no out_head: tied to wte, as GPT-2's

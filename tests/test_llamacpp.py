@@ -1,0 +1,68 @@
+"""Exported GGUF files in real llama.cpp: its greedy text equals MyGPT's, q8_0 keeps perplexity.
+
+Needs llama.cpp's tools, built by `uv run python bench/llamacpp.py` (cached per machine); without
+them these tests skip, unless MYGPT_REQUIRE_LLAMACPP=1 (as .ci/run sets after building them).
+"""
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import ROOT, pydoc_text
+
+from mygpt import export_gguf, generate, load_model
+
+sys.path.insert(0, str(ROOT / "bench"))
+import llamacpp  # noqa: E402 (bench/ is not a package)
+
+TOOLS = llamacpp.tools_dir()
+if TOOLS is None:
+    if os.environ.get("MYGPT_REQUIRE_LLAMACPP") == "1":
+        raise RuntimeError(
+            "MYGPT_REQUIRE_LLAMACPP=1 but llama.cpp is not built: run bench/llamacpp.py"
+        )
+    pytest.skip("llama.cpp not built (uv run python bench/llamacpp.py)", allow_module_level=True)
+
+PROMPTS = ["The return statement", "A class definition defines", "If the expression is true,"]
+N_NEW = 40
+
+
+@pytest.fixture(scope="module")
+def trained(trained_model_file, tmp_path_factory):
+    """(model, {outtype: .gguf path}) for the small model trained on Python's documentation."""
+    model = load_model(trained_model_file)
+    folder = tmp_path_factory.mktemp("gguf")
+    return model, {o: export_gguf(model, folder / f"m-{o}.gguf", o) for o in ("f32", "q8_0")}
+
+
+def llama(tool: str, *args) -> subprocess.CompletedProcess:
+    cmd = [str(TOOLS / tool), "-t", "2", *map(str, args)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done
+
+
+@pytest.mark.parametrize("prompt", PROMPTS)
+def test_llama_cpp_greedy_text_equals_mygpt(trained, tokenizer, prompt):
+    model, files = trained
+    out = llama("llama-completion", "-m", files["f32"], "-p", prompt, "-n", N_NEW, "--temp", "0",
+                "-no-cnv", "--no-warmup", "--simple-io", "--verbose-prompt")  # fmt: skip
+    prompt_ids = [int(i) for i in re.findall(r"^\S+ I +(\d+) -> '", out.stderr, re.MULTILINE)]
+    assert prompt_ids == tokenizer.encode(prompt)  # the same tokenizer inside the GGUF
+    ids = generate(model, torch.tensor([prompt_ids]), N_NEW)[0].tolist()
+    assert len(set(ids[len(prompt_ids) :])) >= 5  # a real continuation, not one token repeated
+    assert out.stdout == tokenizer.decode(ids) + "\n\n"  # llama-completion ends with two newlines
+
+
+def test_q8_0_perplexity_within_one_percent_of_f32(trained, tmp_path):
+    _, files = trained
+    held_out = tmp_path / "held-out.txt"
+    held_out.write_text(" ".join(pydoc_text()[200_000:].split())[:20_000])  # not trained on
+    ppl = {}
+    for outtype, path in files.items():
+        out = llama("llama-perplexity", "-m", path, "-f", held_out, "-c", 64)
+        ppl[outtype] = float(re.search(r"Final estimate: PPL = ([\d.]+)", out.stderr)[1])
+    assert abs(ppl["q8_0"] / ppl["f32"] - 1) < 0.01, ppl
