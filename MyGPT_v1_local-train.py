@@ -50,8 +50,8 @@ from mygpt.devices import (
     resolve_dtype,
 )
 from mygpt.distributed import Dist, init_distributed, shutdown_distributed
-from mygpt.errors import DataError, SaveError
-from mygpt.outputs import RunOutputs
+from mygpt.errors import DataError, NonFiniteError, SaveError
+from mygpt.outputs import RunOutputs, claim_output_dir
 from mygpt.preflight import check_disk, check_memory, check_output_dir, n_parameters
 from mygpt.train import (
     Trainer,
@@ -154,6 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--grad-clip", type=float, help="clip the global gradient norm to this")
     train.add_argument("--seed", type=int, default=123, help="seeds data order, weights, dropout")
+    train.add_argument(
+        "--allow-nonfinite",
+        action="store_true",
+        help="a step whose loss or gradient norm is nan or infinite is skipped (no update, a "
+        "warning) instead of stopping the run",
+    )
 
     report = p.add_argument_group("evaluation, samples and files")
     report.add_argument(
@@ -232,7 +238,11 @@ def main() -> int:
     try:
         if args.eval_only:
             return evaluate(args, checkpoint, dist, device)
-        return train(args, checkpoint, dist, device)
+        if not dist.is_main:  # rank 0 holds the output folder for all of them
+            return train(args, checkpoint, dist, device)
+        check_output_dir(args.output_dir)
+        with claim_output_dir(args.output_dir):
+            return train(args, checkpoint, dist, device)
     finally:
         shutdown_distributed(dist)
 
@@ -255,8 +265,6 @@ def evaluate(args: argparse.Namespace, checkpoint: dict | None, dist: Dist, devi
 def train(args: argparse.Namespace, checkpoint: dict | None, dist: Dist, device) -> int:
     """The run: model, data, the training loop with its reports, then the plot and weights."""
     print0 = print if dist.is_main else lambda *a, **k: None
-    if dist.is_main:
-        check_output_dir(args.output_dir)
     allow_tf32(args.tf32)
     tokenizer = get_tokenizer()
     with dist.main_first():  # rank 0 tokenizes into the cache first; the others then read it
@@ -281,6 +289,9 @@ def train(args: argparse.Namespace, checkpoint: dict | None, dist: Dist, device)
     start = time.perf_counter()
     try:
         finished = run_training(args, trainer, tokenizer, dist, files)
+    except NonFiniteError as e:
+        advice = "lower --lr or set --grad-clip (--allow-nonfinite skips such steps)"
+        raise NonFiniteError(f"{e}: {advice}; {files.last_saved()}") from None
     except RuntimeError as e:  # torch.OutOfMemoryError is one
         if not is_out_of_memory(e):
             raise
@@ -464,6 +475,7 @@ def train_settings(args: argparse.Namespace) -> TrainSettings:
         grad_clip=args.grad_clip,
         eval_freq=args.eval_freq,
         eval_iter=args.eval_iter,
+        allow_nonfinite=args.allow_nonfinite,
     )
 
 
@@ -485,6 +497,9 @@ def run_training(
 
     def on_step(state: TrainState, lr: float, grad_norm) -> None:
         bar.update()
+        if dist.is_main and trainer.skipped_steps and trainer.skipped_steps[-1] == state.step - 1:
+            tqdm.write(f"warning: step {state.step - 1} skipped: its loss or gradient norm is "
+                       f"not finite (--allow-nonfinite)", file=sys.stderr)  # fmt: skip
         if args.sample_every and state.step % args.sample_every == 0:
             print_sample(args, trainer, tokenizer, dist)
 

@@ -148,9 +148,12 @@ def terminal_lines(prompt: str, history_file: Path | None) -> Iterator[str]:
             yield line + "\n"
     finally:
         if readline and history_file:
-            with suppress(OSError):  # a read-only cache costs the history, not the chat
+            try:  # a read-only cache costs the history, not the chat
                 history_file.parent.mkdir(parents=True, exist_ok=True)
                 readline.write_history_file(history_file)
+            except OSError as e:
+                print(f"warning: the chat history was not saved to {history_file} "
+                      f"({e.strerror})", file=sys.stderr)  # fmt: skip
 
 
 def chat(

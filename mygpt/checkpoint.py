@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 
 from .config import GPTConfig
 from .errors import UserError
-from .files import write_atomically
+from .files import check_readable, write_atomically
 from .model import GPTModel
 
 
@@ -66,6 +66,7 @@ def save_checkpoint(checkpoint: dict[str, Any], path: str | Path) -> Path:
 
 def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> dict[str, Any]:
     """A training checkpoint, read without unpickling code (weights_only)."""
+    check_readable(path)
     try:
         checkpoint = torch.load(path, map_location=device, weights_only=True)
     except FileNotFoundError:
@@ -90,6 +91,7 @@ def _reason(e: Exception) -> str:
 def load_trained_model(path: str | Path, device: torch.device | str = "cpu") -> GPTModel:
     """A GPTModel from weights written by v1: model.safetensors or a training checkpoint."""
     path = Path(path)
+    check_readable(path)
     if not path.is_file():
         raise UserError(f"{path}: no such file")
     with open(path, "rb") as f:

@@ -1,8 +1,9 @@
 """A training corpus: a text file or a folder of .txt files, as train and validation tokens.
 
 Small inputs are tokenized in memory and split by characters, as in the book. Large ones are
-tokenized once into a uint16 file beside the data (documents separated by <|endoftext|>),
-reused while the sources are unchanged, memory-mapped and split by tokens.
+tokenized once into a uint16 file beside the data (or in the cache folder, for read-only data;
+documents separated by <|endoftext|>), reused while the sources are unchanged, memory-mapped
+and split by tokens.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from tqdm import tqdm
 
 from .data import TokenWindows, read_text, split_text
 from .errors import DataError
+from .files import cache_dir, check_readable, special_kind
 from .tokenizer import ENDOFTEXT, ENDOFTEXT_ID
 
 IN_MEMORY_LIMIT = 16 * 2**20  # bytes of text; more than this goes through a token file
@@ -66,9 +68,19 @@ class Corpus:
 
 
 def text_files(path: Path) -> list[Path]:
-    """The file itself, or the .txt files under a folder in a stable (sorted) order."""
+    """The file itself, or the .txt files under a folder in a stable (sorted) order.
+
+    Only regular files: a pipe or a device (/dev/zero) could block or never end.
+    """
+    check_readable(path)
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*.txt") if p.is_file())
+        found = sorted(path.rglob("*.txt"))
+        odd = [p for p in found if not p.is_file() and not p.is_dir()]
+        if odd:
+            kind = special_kind(odd[0]) or "a broken link"
+            more = f" (and {len(odd) - 1} more)" if len(odd) > 1 else ""
+            raise DataError(f"{path}: {odd[0].relative_to(path)} is {kind}, not a file{more}")
+        files = [p for p in found if p.is_file()]
         if not files:
             raise DataError(f"{path}: the folder has no .txt files")
         return files
@@ -133,26 +145,49 @@ def _joined_text(files: list[Path]) -> str:
 def cached_token_file(
     path: Path, files: list[Path], tokenizer: tiktoken.Encoding, log: Callable[[str], None] = print
 ) -> Path:
-    """The uint16 token file of `files`, made now unless an up-to-date one is beside `path`."""
-    token_file = path.with_name(path.name + CACHE_SUFFIX + ".bin")
-    meta_file = token_file.with_suffix(".json")
+    """The uint16 token file of `files`, made now unless an up-to-date one exists: beside
+    `path`, or in the cache folder when the data's folder cannot be written (read-only data)."""
     source = _fingerprint(path, files, tokenizer)
-    try:
-        meta = json.loads(meta_file.read_text())
-        if meta["source"] == source and token_file.stat().st_size == 2 * meta["n_tokens"]:
-            log(f"Using the tokens cached in {token_file} ({meta['n_tokens']:,} tokens)")
+    beside = path.with_name(path.name + CACHE_SUFFIX + ".bin")
+    digest = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
+    in_cache = cache_dir() / "tokens" / f"{path.name}-{digest}{CACHE_SUFFIX}.bin"
+    for token_file in (beside, in_cache):
+        if (n_tokens := _cached_tokens(token_file, source)) is not None:
+            log(f"Using the tokens cached in {token_file} ({n_tokens:,} tokens)")
             return token_file
+    refused = []
+    for token_file in (beside, in_cache):
+        try:
+            return _make_token_file(token_file, files, tokenizer, source, log)
+        except OSError as e:  # a read-only or a full disk, most likely
+            refused.append(f"{token_file} ({e.strerror})")
+            if token_file == beside:
+                log(f"Cannot write the token file beside the data ({e.strerror}): using the cache")
+    raise DataError(f"{path}: cannot make its token file: {'; nor '.join(refused)}")
+
+
+def _cached_tokens(token_file: Path, source: dict) -> int | None:
+    """The number of tokens in `token_file` if it holds the tokens of `source`, else None."""
+    try:
+        meta = json.loads(token_file.with_suffix(".json").read_text())
+        if meta["source"] == source and token_file.stat().st_size == 2 * meta["n_tokens"]:
+            return meta["n_tokens"]
     except (OSError, ValueError, KeyError):
-        pass  # no cache, or not this one: tokenize
+        pass  # no cache, or not this one
+    return None
+
+
+def _make_token_file(
+    token_file: Path, files: list[Path], tokenizer: tiktoken.Encoding, source: dict, log
+) -> Path:
     start = time.perf_counter()
     total = sum(f.stat().st_size for f in files)
-    try:
-        n_tokens = _tokenize_to_file(files, total, tokenizer, token_file)
-        meta_tmp = meta_file.with_name(meta_file.name + ".tmp")
-        meta_tmp.write_text(json.dumps({"source": source, "n_tokens": n_tokens}, indent=1))
-        os.replace(meta_tmp, meta_file)
-    except OSError as e:  # a read-only or a full disk, most likely
-        raise DataError(f"{path}: cannot make its token file {token_file} ({e.strerror})") from None
+    token_file.parent.mkdir(parents=True, exist_ok=True)
+    n_tokens = _tokenize_to_file(files, total, tokenizer, token_file)
+    meta_file = token_file.with_suffix(".json")
+    meta_tmp = meta_file.with_name(meta_file.name + ".tmp")
+    meta_tmp.write_text(json.dumps({"source": source, "n_tokens": n_tokens}, indent=1))
+    os.replace(meta_tmp, meta_file)
     log(
         f"Tokenized {total / 1e6:,.1f} MB into {n_tokens:,} tokens in "
         f"{time.perf_counter() - start:.1f} s: {token_file}"

@@ -11,6 +11,12 @@ class DataError(UserError):
     """The training text cannot be used; the message says why."""
 
 
+class NonFiniteError(UserError):
+    """Training diverged: a loss or gradient norm is nan or infinite; nothing more is saved."""
+
+    exit_code = 1
+
+
 class SaveError(UserError):
     """A run's file could not be written; the message says what is lost and what is kept."""
 

@@ -1,9 +1,10 @@
-"""Writing files so that a crash, a full disk or Ctrl-C never leaves half of one."""
+"""Files safely: written whole or not at all, read only when they are files, cached per user."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import stat
 from collections.abc import Callable
 from pathlib import Path
 
@@ -57,3 +58,39 @@ def check_new_output(path: Path, force: bool, what: str) -> None:
         raise UserError(f"{path}: cannot make its folder ({e.strerror})") from None
     if not os.access(path.parent, os.W_OK):
         raise UserError(f"{path}: cannot write in {path.parent}")
+
+
+_KINDS = {
+    stat.S_ISFIFO: "a named pipe",
+    stat.S_ISCHR: "a character device",
+    stat.S_ISBLK: "a block device",
+    stat.S_ISSOCK: "a socket",
+}
+
+
+def special_kind(path: str | Path) -> str | None:
+    """ "a named pipe", "a character device", ... for what is neither a regular file nor a
+    folder; None for those, and for a path that does not exist."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    return next((name for test, name in _KINDS.items() if test(mode)), "not a regular file")
+
+
+def check_readable(path: str | Path) -> None:
+    """A regular file or a folder, or a UserError: a pipe or a device may block or never end.
+
+    A path that does not exist passes: callers say "no such file" in their own words.
+    """
+    if kind := special_kind(path):
+        raise UserError(f"{path}: is {kind}, not a file or a folder")
+
+
+def cache_dir() -> Path:
+    """Where MyGPT keeps what it can make again: $MYGPT_CACHE_DIR, else the user's cache."""
+    if os.environ.get("MYGPT_CACHE_DIR"):
+        return Path(os.environ["MYGPT_CACHE_DIR"]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mygpt"

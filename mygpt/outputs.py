@@ -1,19 +1,57 @@
 """What a training run writes in its output folder: checkpoint.pt, model.safetensors and
 loss-plot.png. A write that fails says what is lost and which checkpoint is the last good one.
+One run at a time writes there: it holds the folder's lock file while it runs.
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
 from .checkpoint import save_checkpoint, save_model
-from .errors import SaveError
+from .errors import SaveError, UserError
 from .plot import plot_losses
 from .train import Trainer
+
+LOCK_FILE = ".mygpt-run.lock"
+
+
+@contextmanager
+def claim_output_dir(folder: Path) -> Iterator[None]:
+    """Hold `folder`'s lock for a run; a second run into the same folder is a UserError.
+
+    The kernel releases the lock (flock) when its process ends, however it ends, so a lock
+    file left by a killed run is simply taken over; the file holds the holder's pid.
+    """
+    path = folder / LOCK_FILE
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise UserError(f"--output-dir {folder} is in use by another run (pid {pid})") from None
+        try:
+            if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # its holder removed it as we opened it: lock the one there now
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.unlink(path)  # while still locked: whoever opens it next makes a new one
+        os.close(fd)
 
 
 class RunOutputs:

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader
 
 from .data import TokenWindows, WindowOrder
 from .distributed import Dist
-from .errors import UserError
+from .errors import NonFiniteError, UserError
 from .generate import complete_text
 from .model import GPTModel
 
@@ -45,6 +45,9 @@ class TrainSettings:
     grad_clip: float | None = None  # max global gradient norm
     eval_freq: int = 5  # evaluate after step 0 and every `eval_freq` steps
     eval_iter: int = 5  # batches per loss estimate
+    # A step whose loss or gradient norm is nan or infinite: skip its update and go on (True),
+    # or stop with a NonFiniteError before anything non-finite reaches the weights (False).
+    allow_nonfinite: bool = False
 
 
 def lr_at(step: int, settings: TrainSettings, total_steps: int) -> float:
@@ -249,6 +252,7 @@ class Trainer:
                 f"{self.order.global_batch} (batch size x gradient accumulation x processes)"
             )
         self.total_steps = settings.max_steps or settings.epochs * self.steps_per_epoch
+        self.skipped_steps: list[int] = []  # with allow_nonfinite: steps not applied
 
     @property
     def gpt(self) -> GPTModel:
@@ -287,6 +291,9 @@ class Trainer:
                 state.eval_tokens_seen.append(state.tokens_seen)
                 if on_eval:
                     on_eval(state, train_loss, val_loss)
+                for name, loss in (("training", train_loss), ("validation", val_loss)):
+                    if not (math.isfinite(loss) or settings.allow_nonfinite):
+                        raise NonFiniteError(f"the {name} loss is {loss} at step {state.step - 1}")
             if state.epoch_step == self.steps_per_epoch:
                 if on_epoch_end:
                     on_epoch_end(state)
@@ -305,6 +312,7 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
+        step_loss = torch.zeros((), device=self.device)
         for accum_pass in range(settings.grad_accum):
             rows = self.order.rows(order, state.epoch_step, accum_pass)
             inputs, targets = self.train_windows.batch(rows)
@@ -315,16 +323,32 @@ class Trainer:
                 with self.autocast():
                     loss = calc_loss_batch(inputs, targets, self.model, self.device)
                 (loss / settings.grad_accum).backward()
+                step_loss += loss.detach().float() / settings.grad_accum
         params = [p for p in self.model.parameters() if p.grad is not None]
         if settings.grad_clip:
             grad_norm = torch.nn.utils.clip_grad_norm_(params, settings.grad_clip)
         else:
             grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params])
-        self.optimizer.step()
+        if self._is_finite(step_loss, grad_norm):
+            self.optimizer.step()
+        else:
+            self.skipped_steps.append(state.step)
         state.step += 1
         state.epoch_step += 1
         state.tokens_seen += self.order.global_batch * self.train_windows.context_length
         return lr, grad_norm
+
+    def _is_finite(self, loss: torch.Tensor, grad_norm: torch.Tensor) -> bool:
+        """Whether this step's loss and gradient norm are finite on every process; if not,
+        a NonFiniteError unless settings.allow_nonfinite."""
+        finite = torch.isfinite(torch.stack([loss, grad_norm.float()])).tolist()
+        if not self.dist.any(not all(finite)):
+            return True
+        if self.settings.allow_nonfinite:
+            return False
+        what = "training loss" if not finite[0] else "gradient norm"
+        value = (loss if not finite[0] else grad_norm).item()
+        raise NonFiniteError(f"the {what} is {value} at step {self.state.step}")
 
     # --- evaluation -------------------------------------------------------------------------
 

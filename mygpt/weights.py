@@ -14,6 +14,7 @@ import torch
 from .checkpoint import load_trained_model, model_from_state
 from .config import GPT2_SIZES, GPTConfig, gpt2_config
 from .errors import UserError
+from .files import check_readable
 from .model import GPTModel
 from .pretrained import RetryPolicy, download_gpt2, load_gpt2
 from .pretrained.download import download_size
@@ -62,6 +63,7 @@ def load_weights(
         folder = gpt2_folder(str(source), download, log)
         return load_gpt2(folder, device), f"OpenAI's GPT-2 {source} ({folder})"
     path = Path(source)
+    check_readable(path)
     if not path.exists():
         raise UserError(f"{source}: no such file or folder (GPT-2 sizes: {', '.join(GPT2_SIZES)})")
     if path.is_dir():

@@ -97,6 +97,27 @@ def check_size(model_size: str) -> None:
         )
 
 
+def _is_complete(dest: Path, known_size: int | None) -> bool:
+    # Only a verified download is ever renamed to this name, but a file put here by hand must
+    # still have the published size where one is known.
+    return dest.is_file() and known_size in (None, dest.stat().st_size)
+
+
+def _make_folder(folder: Path, models_dir: Path) -> None:
+    """The download folder exists and takes files, or a UserError before anything is fetched."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".mygpt-write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except (NotADirectoryError, FileExistsError):
+        raise UserError(
+            f"--models-dir {models_dir}: a part of it is a file, not a folder"
+        ) from None
+    except OSError as e:
+        raise UserError(f"--models-dir {models_dir}: cannot write there ({e.strerror})") from None
+
+
 def download_gpt2(
     model_size: str = "124M",
     models_dir: str | Path | None = None,
@@ -126,13 +147,11 @@ def download_gpt2(
         raise UserError(f"unknown source {source!r}; use 'openai' or 'hf'")
     # Sizes are only known for OpenAI's own files; a server the user names is trusted.
     known = KNOWN_SIZES.get(model_size, {}) if source == "openai" and not base_url else {}
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in files:
+    missing = [name for name in files if not _is_complete(folder / name, known.get(name))]
+    if missing:  # a read-only cache that holds the whole model is fine
+        _make_folder(folder, models_dir)
+    for name in missing:
         dest = folder / name
-        # Complete: only a verified download is ever renamed to this name, but a file put here
-        # by hand must still have the published size where one is known.
-        if dest.is_file() and known.get(name) in (None, dest.stat().st_size):
-            continue
         if on_start:
             on_start()
             on_start = None

@@ -23,6 +23,7 @@ from safetensors.numpy import load_file
 from ..checkpoint import load_model, model_from_state, read_metadata, save_model
 from ..config import GPTConfig
 from ..errors import UserError
+from ..files import check_readable
 from ..model import GPTModel
 
 CONVERTED = "mygpt.safetensors"
@@ -33,7 +34,10 @@ HF_SOURCES = ("config.json", "model.safetensors")
 def load_gpt2(checkpoint_dir: str | Path, device: torch.device | str = "cpu") -> GPTModel:
     """A GPTModel in eval mode from a folder in OpenAI's layout (or the hub's), any shape."""
     folder = Path(checkpoint_dir)
-    sources = HF_SOURCES if (folder / HF_SOURCES[1]).is_file() else TF_SOURCES
+    check_readable(folder)
+    sources = HF_SOURCES if (folder / HF_SOURCES[1]).exists() else TF_SOURCES
+    for name in sources:
+        check_readable(folder / name)
     missing = [name for name in sources if not (folder / name).is_file()]
     if missing:
         raise UserError(f"{folder}: not a GPT-2 checkpoint folder (missing {', '.join(missing)})")
