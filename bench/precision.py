@@ -6,7 +6,7 @@
 
 Without --weights or --checkpoint-dir, v1 trains a small model on Python's documentation
 texts (bench/pydoc_text.py) once, into --work, and the held-out text is the last 10% of those
-texts, which v1 validated on. The loss is `evaluate_tokens`'s, the number `--eval-only` prints.
+texts, which v1 validated on. The loss is `score_tokens`'s, the number `--eval-only` prints.
 Bounds: bfloat16 within 0.5% of float32's loss, int8 within 2%.
 """
 
@@ -24,12 +24,12 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from mygpt import (  # noqa: E402
-    evaluate_tokens,
     for_inference,
     generate,
     get_tokenizer,
     load_tokens,
     load_weights,
+    score_tokens,
     split_text,
 )
 
@@ -82,7 +82,7 @@ def main() -> None:
     for precision in BOUNDS:
         fast = for_inference(model, precision)
         start = time.perf_counter()
-        score = evaluate_tokens(fast, tokens, batch_size=4)
+        score = score_tokens(fast, tokens, batch_size=4)
         seconds = time.perf_counter() - start
         ids = generate(fast, prompt, args.new_tokens)[0, prompt.shape[1] :]
         if reference is None:

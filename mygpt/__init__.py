@@ -5,7 +5,7 @@ from .config import GPT2_SIZES, GPTConfig, gpt2_config
 from .corpus import Corpus, load_corpus, load_tokens
 from .data import GPTDataset, TokenWindows, WindowOrder, create_dataloader, read_text, split_text
 from .errors import DataError, UserError
-from .evaluate import TextScore, evaluate_tokens
+from .evaluate import TextScore, score_tokens
 from .export import export_gguf, export_hf
 from .generate import (
     Sampling,
@@ -19,6 +19,8 @@ from .generate import (
 from .model import GPTModel, KVCache
 from .precision import for_inference
 from .pretrained import DownloadError, download_gpt2, load_gpt2
+from .run import RunConfig
+from .runner import TrainResult, eval_run, train_run
 from .tokenizer import get_tokenizer, text_to_token_ids, token_ids_to_text
 from .train import (
     Trainer,
@@ -45,9 +47,11 @@ __all__ = [
     "GPTDataset",
     "GPTModel",
     "KVCache",
+    "RunConfig",
     "Sampling",
     "TextScore",
     "TokenWindows",
+    "TrainResult",
     "TrainSettings",
     "TrainState",
     "Trainer",
@@ -58,8 +62,8 @@ __all__ = [
     "complete_text",
     "create_dataloader",
     "download_gpt2",
+    "eval_run",
     "evaluate_model",
-    "evaluate_tokens",
     "export_gguf",
     "export_hf",
     "for_inference",
@@ -83,11 +87,13 @@ __all__ = [
     "sample_next_token",
     "save_checkpoint",
     "save_model",
+    "score_tokens",
     "split_text",
     "stream_text",
     "text_to_token_ids",
     "token_ids_to_text",
     "train_model",
+    "train_run",
     "unwrap",
     "wrap_for_training",
 ]

@@ -18,12 +18,18 @@ from typing import TextIO
 import tiktoken
 import torch
 
+from .errors import UserError
 from .generate import Sampling, stream_text
 from .model import GPTModel
+from .precision import PRECISIONS
+from .settings import setting
 from .tokenizer import ENDOFTEXT_ID
 
 # The chat's sampling unless flags or /set change it; exported models carry the same defaults.
 CHAT_SAMPLING = Sampling(max_new_tokens=50, temperature=0.7, top_k=40, eos_id=ENDOFTEXT_ID)
+CHAT = "chat"  # the group of v2's flags
+
+
 EXIT_WORDS = ("exit", "quit")
 HEADER = "MyGPT: Please enter a sentence to complete (enter 'exit' to end chat)"
 HISTORY_LENGTH = 1000  # lines kept in the history file
@@ -44,6 +50,57 @@ class ChatSettings:
     sampling: Sampling
     seed: int | None = None  # None: a different completion each time
     verbose: bool = False  # a timing line after each completion
+
+
+@dataclass(frozen=True)
+class ChatOptions:
+    """v2's flags for the chat: sampling, seed, the timing line and the weights' precision."""
+
+    max_new_tokens: int = setting(
+        CHAT_SAMPLING.max_new_tokens, "completion length", group=CHAT, positive=True
+    )
+    temperature: float = setting(CHAT_SAMPLING.temperature, "0 is greedy", group=CHAT)
+    top_k: int | None = setting(
+        CHAT_SAMPLING.top_k, "sample among the N likeliest tokens", group=CHAT, positive=True
+    )
+    top_p: float | None = setting(
+        CHAT_SAMPLING.top_p,
+        "nucleus sampling: among the fewest tokens whose probability reaches X",
+        group=CHAT,
+    )
+    repetition_penalty: float = setting(
+        CHAT_SAMPLING.repetition_penalty,
+        "transformers' rule: a seen token's logit is divided by X if positive, multiplied "
+        "if negative; 1 is off",
+        group=CHAT,
+    )
+    stop: tuple[str, ...] = setting(
+        (), "end a completion where its text contains TEXT (repeatable)", group=CHAT,
+        metavar="TEXT", repeat=True,
+    )  # fmt: skip
+    seed: int | None = setting(None, "same seed, same completions (default: random)", group=CHAT)
+    verbose: bool = setting(
+        False, "after each completion, a dim line: tokens, seconds, tokens/s", group=CHAT
+    )
+    precision: str = setting(
+        "float32",
+        "weights for generation: bfloat16, int8 (Linear layers and the head), or auto "
+        "(int8 on a CPU with the kernel, bfloat16 on a CUDA GPU with bf16); float32 is exact",
+        group=CHAT,
+        choices=PRECISIONS,
+    )
+
+    def __post_init__(self) -> None:
+        self.settings()  # Sampling's own checks, in the flags' words
+
+    def settings(self) -> ChatSettings:
+        """What the chat starts with; the chat ends a completion at GPT-2's <|endoftext|>."""
+        names = ("max_new_tokens", "temperature", "top_k", "top_p", "repetition_penalty", "stop")
+        try:
+            sampling = replace(CHAT_SAMPLING, **{name: getattr(self, name) for name in names})
+        except ValueError as e:
+            raise UserError("--" + str(e).replace("_", "-")) from None
+        return ChatSettings(sampling, self.seed, self.verbose)
 
 
 def _parse_optional(kind):

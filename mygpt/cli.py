@@ -8,10 +8,10 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from .devices import DEVICE_CHOICES, DTYPE_CHOICES
 from .errors import UserError
-from .pretrained import default_models_dir
+from .settings import flag_fields, flag_of
 from .weights import DownloadSettings
 
 
@@ -50,6 +50,40 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return kind or super()._get_default_metavar_for_optional(action)
 
 
+def add_settings(
+    p: argparse.ArgumentParser,
+    cls: type,
+    prefix: str = "",
+    groups: dict[str, argparse._ArgumentGroup] | None = None,
+) -> None:
+    """A flag for each field of the settings dataclass `cls` (see settings.setting), in
+    `groups` by the field's group, else in `p`. A flag not given stays out of the parsed
+    namespace (given_flags), so it can be applied over any base: defaults or a checkpoint's."""
+    for f in flag_fields(cls):
+        meta = f.metadata["flag"]
+        kind = str(f.type).split("|")[0].strip()
+        kwargs: dict[str, Any] = {"dest": prefix + f.name, "default": argparse.SUPPRESS}
+        if kind == "bool":
+            kwargs |= {"action": "store_const", "const": True}
+        elif meta["repeat"]:
+            kwargs |= {"action": "append"}
+        else:
+            types = {"int": positive_int if meta["positive"] else int, "float": float, "Path": Path}
+            kwargs |= {"type": types.get(kind), "choices": meta["choices"]}
+        if meta["metavar"]:
+            kwargs["metavar"] = meta["metavar"]
+        shown = f.default is not None and f.default is not False and not meta["repeat"]
+        default = f"(default: {f.default})" if shown else ""
+        kwargs["help"] = " ".join(filter(None, (meta["help"], default))) or None
+        target = groups[meta["group"]] if groups is not None else p
+        target.add_argument(flag_of(f.name), **kwargs)
+
+
+def given_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """The flags of add_settings that were given, as {dest: value}; repeated ones as tuples."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in vars(args).items()}
+
+
 def positive_int(text: str) -> int:
     """argparse type: an integer >= 1."""
     value = int(text)
@@ -61,50 +95,22 @@ def positive_int(text: str) -> int:
 positive_int.__name__ = "positive integer"  # what argparse names in its error message
 
 
-def add_device_flags(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
-    """--device, --dtype, --compile and --tf32, the same in both scripts."""
-    p.add_argument(
-        "--device", default="auto", choices=DEVICE_CHOICES, help="auto: cuda, then mps, then cpu"
-    )
-    p.add_argument(
-        "--dtype",
-        default="float32",
-        choices=DTYPE_CHOICES,
-        help="bfloat16: autocast matmuls to bfloat16 (weights stay float32); auto: bfloat16 "
-        "where the hardware computes it natively (CUDA with bf16, a CPU with AMX or "
-        "AVX512-BF16), else float32",
-    )
-    p.add_argument(
-        "--compile", action="store_true", help="torch.compile the model (pays off on long runs)"
-    )
-    p.add_argument("--tf32", action="store_true", help="TF32 matmuls for float32 on CUDA")
+def settings_from(cls: type, args: argparse.Namespace, prefix: str = "") -> Any:
+    """An instance of the settings dataclass `cls` from the flags add_settings made for it."""
+    given = given_flags(args)
+    names = {f.name for f in flag_fields(cls)}
+    return cls(**{k[len(prefix):]: v for k, v in given.items()
+                  if k.startswith(prefix) and k[len(prefix):] in names})  # fmt: skip
 
 
 def add_download_flags(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     """--models-dir, --base-url and --source: where GPT-2 sizes are downloaded from and to."""
-    p.add_argument(
-        "--models-dir",
-        type=Path,
-        metavar="DIR",
-        help=f"download cache (default: $MYGPT_MODELS_DIR or {default_models_dir()})",
-    )
-    p.add_argument(
-        "--base-url",
-        metavar="URL",
-        help="download from a server with the same layout: {URL}/{size}/{file} "
-        "({URL}/{repo}/resolve/main/{file} with --source hf)",
-    )
-    p.add_argument(
-        "--source",
-        default="openai",
-        choices=("openai", "hf"),
-        help="openai: OpenAI's TensorFlow checkpoint; hf: the Hugging Face hub's safetensors",
-    )
+    add_settings(p, DownloadSettings)
 
 
 def download_settings(args: argparse.Namespace) -> DownloadSettings:
     """The flags of add_download_flags."""
-    return DownloadSettings(args.models_dir, args.base_url, args.source)
+    return settings_from(DownloadSettings, args)
 
 
 class GracefulStop:

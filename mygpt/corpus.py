@@ -163,7 +163,7 @@ def cached_token_file(
             refused.append(f"{token_file} ({e.strerror})")
             if token_file == beside:
                 log(f"Cannot write the token file beside the data ({e.strerror}): using the cache")
-    raise DataError(f"{path}: cannot make its token file: {'; nor '.join(refused)}")
+    raise DataError(f"{path}: cannot make its token file {'; nor '.join(refused)}")
 
 
 def _cached_tokens(token_file: Path, source: dict) -> int | None:

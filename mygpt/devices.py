@@ -4,14 +4,36 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
 from functools import partial
 
 import torch
 
 from .errors import UserError
+from .settings import setting
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 DTYPE_CHOICES = ("float32", "bfloat16", "auto")
+DEVICE = "device and precision"  # the group of v1's --help
+
+
+@dataclass(frozen=True)
+class DeviceSettings:
+    """Where and in what precision to compute: --device, --dtype, --compile, --tf32."""
+
+    device: str = setting(
+        "auto", "auto: cuda, then mps, then cpu", group=DEVICE, choices=DEVICE_CHOICES
+    )
+    dtype: str = setting(
+        "float32",
+        "bfloat16: autocast matmuls to bfloat16 (weights stay float32); auto: bfloat16 "
+        "where the hardware computes it natively (CUDA with bf16, a CPU with AMX or "
+        "AVX512-BF16), else float32",
+        group=DEVICE,
+        choices=DTYPE_CHOICES,
+    )
+    compile: bool = setting(False, "torch.compile the model (pays off on long runs)", group=DEVICE)
+    tf32: bool = setting(False, "TF32 matmuls for float32 on CUDA", group=DEVICE)
 
 
 def pick_device(name: str = "auto") -> torch.device:

@@ -30,7 +30,7 @@ class TextScore:
 
 
 @torch.no_grad()
-def evaluate_tokens(
+def score_tokens(
     model: GPTModel,
     tokens: np.ndarray | torch.Tensor | list[int],
     context_length: int | None = None,

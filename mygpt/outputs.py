@@ -55,10 +55,11 @@ def claim_output_dir(folder: Path) -> Iterator[None]:
 
 
 class RunOutputs:
-    """The files of one run in `output_dir`; `flags` are saved with each checkpoint."""
+    """The files of one run in `output_dir`; `run` (RunConfig.to_dict) is saved with each
+    checkpoint, so that --resume continues with the same settings."""
 
-    def __init__(self, output_dir: Path, trainer: Trainer, flags: dict[str, Any]):
-        self.output_dir, self.trainer, self.flags = output_dir, trainer, flags
+    def __init__(self, output_dir: Path, trainer: Trainer, run: dict[str, Any]):
+        self.output_dir, self.trainer, self.run = output_dir, trainer, run
         self.checkpoint_path = output_dir / "checkpoint.pt"
         self.saved_step: int | None = None  # of the last checkpoint this run wrote
 
@@ -67,7 +68,7 @@ class RunOutputs:
         state = self.trainer.state_dict()
         if self.trainer.dist.is_main:
             try:
-                save_checkpoint({**state, "args": self.flags}, self.checkpoint_path)
+                save_checkpoint({**state, "run": self.run}, self.checkpoint_path)
             except OSError as e:
                 raise self.lost(what, self.checkpoint_path, e) from None
         self.saved_step = self.trainer.state.step

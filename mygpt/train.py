@@ -26,33 +26,68 @@ from .distributed import Dist
 from .errors import NonFiniteError, UserError
 from .generate import complete_text
 from .model import GPTModel
+from .settings import require, require_non_negative, require_positive, setting
+
+FROM_SCRATCH_LR = 4e-4  # the book's; fine-tuning's default is RunConfig's (mygpt.run)
+TRAINING, REPORTS = "training", "evaluation, samples and files"  # groups of v1's --help
 
 
 @dataclass(frozen=True)
 class TrainSettings:
     """How to train; the defaults are the book's the-verdict run."""
 
-    batch_size: int = 2  # windows per forward pass, per process
-    grad_accum: int = 1  # forward/backward passes per optimizer step
-    epochs: int = 10
-    max_steps: int | None = None  # optimizer steps; replaces `epochs` when set
-    lr: float = 4e-4
-    warmup_steps: int = 0  # linear warm-up from lr / warmup_steps to lr
-    lr_decay: Literal["constant", "cosine"] = "constant"
-    min_lr: float | None = None  # where cosine decay ends; default lr / 10
-    weight_decay: float = 0.1
-    decay_matrices_only: bool = False  # no decay on biases and LayerNorm scales and shifts
-    grad_clip: float | None = None  # max global gradient norm
-    eval_freq: int = 5  # evaluate after step 0 and every `eval_freq` steps
-    eval_iter: int = 5  # batches per loss estimate
+    epochs: int = setting(10, "passes over the data", group=TRAINING, positive=True)
+    max_steps: int | None = setting(
+        None, "optimizer steps, instead of epochs", group=TRAINING, positive=True
+    )
+    batch_size: int = setting(2, "windows per process", group=TRAINING, positive=True)
+    grad_accum: int = setting(
+        1, "forward/backward passes per optimizer step", group=TRAINING, positive=True
+    )
+    # None: FROM_SCRATCH_LR, or the fine-tuning rate once RunConfig.resolve has run.
+    lr: float | None = setting(
+        None,
+        "AdamW peak learning rate (default: 0.0004; 5e-05 with --init-from)",
+        group=TRAINING,
+    )
+    warmup_steps: int = setting(0, "linear warm-up from lr/N to lr", group=TRAINING)
+    lr_decay: Literal["constant", "cosine"] = setting(
+        "constant", None, group=TRAINING, choices=("constant", "cosine")
+    )
+    min_lr: float | None = setting(None, "end of cosine decay (default: lr / 10)", group=TRAINING)
+    weight_decay: float = setting(0.1, "AdamW weight decay", group=TRAINING)
+    decay_matrices_only: bool = setting(False, "no decay on biases and norms", group=TRAINING)
+    grad_clip: float | None = setting(None, "clip the global gradient norm to this", group=TRAINING)
+    seed: int = setting(123, "seeds data order, weights, dropout", group=TRAINING)
     # A step whose loss or gradient norm is nan or infinite: skip its update and go on (True),
     # or stop with a NonFiniteError before anything non-finite reaches the weights (False).
-    allow_nonfinite: bool = False
+    allow_nonfinite: bool = setting(
+        False,
+        "a step whose loss or gradient norm is nan or infinite is skipped (no update, a "
+        "warning) instead of stopping the run",
+        group=TRAINING,
+    )
+    eval_freq: int = setting(
+        5, "evaluate after step 0 and every N steps", group=REPORTS, positive=True
+    )
+    eval_iter: int = setting(5, "batches averaged per loss estimate", group=REPORTS, positive=True)
+
+    def __post_init__(self) -> None:
+        require_positive(self, "epochs", "max_steps", "batch_size", "grad_accum")
+        require_positive(self, "eval_freq", "eval_iter")
+        require_non_negative(self, "warmup_steps", "weight_decay")
+        for name in ("lr", "min_lr", "grad_clip"):
+            value = getattr(self, name)
+            require(value is None or value > 0, name, f"must be positive, got {value}")
+
+    @property
+    def peak_lr(self) -> float:
+        return FROM_SCRATCH_LR if self.lr is None else self.lr
 
 
 def lr_at(step: int, settings: TrainSettings, total_steps: int) -> float:
     """The learning rate of 0-based optimizer step `step`."""
-    lr, warmup = settings.lr, settings.warmup_steps
+    lr, warmup = settings.peak_lr, settings.warmup_steps
     if step < warmup:
         return lr * (step + 1) / warmup
     if settings.lr_decay == "constant":
@@ -285,7 +320,7 @@ class Trainer:
             if on_step:
                 on_step(state, lr, grad_norm)
             if (state.step - 1) % settings.eval_freq == 0:
-                train_loss, val_loss = self.evaluate()
+                train_loss, val_loss = self.estimate_losses()
                 state.train_losses.append(train_loss)
                 state.val_losses.append(val_loss)
                 state.eval_tokens_seen.append(state.tokens_seen)
@@ -329,7 +364,7 @@ class Trainer:
             grad_norm = torch.nn.utils.clip_grad_norm_(params, settings.grad_clip)
         else:
             grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params])
-        if self._is_finite(step_loss, grad_norm):
+        if step_is_finite(self, step_loss, grad_norm):
             self.optimizer.step()
         else:
             self.skipped_steps.append(state.step)
@@ -338,22 +373,10 @@ class Trainer:
         state.tokens_seen += self.order.global_batch * self.train_windows.context_length
         return lr, grad_norm
 
-    def _is_finite(self, loss: torch.Tensor, grad_norm: torch.Tensor) -> bool:
-        """Whether this step's loss and gradient norm are finite on every process; if not,
-        a NonFiniteError unless settings.allow_nonfinite."""
-        finite = torch.isfinite(torch.stack([loss, grad_norm.float()])).tolist()
-        if not self.dist.any(not all(finite)):
-            return True
-        if self.settings.allow_nonfinite:
-            return False
-        what = "training loss" if not finite[0] else "gradient norm"
-        value = (loss if not finite[0] else grad_norm).item()
-        raise NonFiniteError(f"the {what} is {value} at step {self.state.step}")
-
     # --- evaluation -------------------------------------------------------------------------
 
     @torch.no_grad()
-    def evaluate(self) -> tuple[float, float]:
+    def estimate_losses(self) -> tuple[float, float]:
         """Train and validation loss, each over `eval_iter` batches, in eval mode.
 
         As in the book: training batches from a fresh shuffle, validation from the start.
@@ -361,81 +384,101 @@ class Trainer:
         self.model.eval()
         try:
             train_seed = WindowOrder.draw_seed(self.dist.shared_seed)
-            train_loss = self._mean_loss(self.train_windows, train_seed, drop_last=True)
+            train_loss = mean_loss(self, self.train_windows, train_seed, drop_last=True)
             WindowOrder.draw_seed(self.dist.shared_seed, shuffle=False)
-            val_loss = self._mean_loss(self.val_windows, None, drop_last=False)
+            val_loss = mean_loss(self, self.val_windows, None, drop_last=False)
         finally:
             self.model.train()
         return train_loss, val_loss
 
-    def _mean_loss(self, windows: TokenWindows, seed: int | None, drop_last: bool) -> float:
-        """Average of per-batch mean losses over the first `eval_iter` batches."""
-        d = self.dist
-        # Every process scores its own rows: DDP's gradient machinery has no part in it.
-        forward = (
-            self.model.module if isinstance(self.model, DistributedDataParallel) else self.model
-        )
-        order = WindowOrder(len(windows), self.settings.batch_size, 1, d.world_size, d.rank)
-        rows = order.shuffled(seed) if seed is not None else range(len(windows))
-        n_batches = len(windows) // order.global_batch
-        if not drop_last:
-            n_batches = math.ceil(len(windows) / order.global_batch)
-        n_batches = min(n_batches, self.settings.eval_iter)
-        total = 0.0
-        for k in range(n_batches):
-            mine = order.rows(rows, k)  # the last validation batch may be short or empty
-            loss_sum, n_tokens = 0.0, 0
-            if len(mine):
-                inputs, targets = windows.batch(mine)
-                with self.autocast():
-                    loss = calc_loss_batch(inputs, targets, forward, self.device).item()
-                n_tokens = targets.numel()
-                loss_sum = loss * n_tokens
-            loss_sum, n_tokens = d.sum([loss_sum, n_tokens])
-            total += loss_sum / n_tokens
-        return total / n_batches
-
     # --- checkpoints ------------------------------------------------------------------------
 
-    def data_signature(self) -> dict[str, int]:
-        """What resuming needs to find unchanged in the data."""
-        return {
-            "train_tokens": len(self.train_windows.tokens),
-            "val_tokens": len(self.val_windows.tokens),
-            "context_length": self.train_windows.context_length,
-            "stride": self.train_windows.stride,
-        }
-
     def state_dict(self) -> dict[str, Any]:
-        """Everything to resume from here: weights, optimizer, position, every process's RNG.
-
-        Collective under torchrun: every process must call it.
-        """
-        rng = {"cpu": torch.get_rng_state()}
-        if self.device.type == "cuda":
-            rng["cuda"] = torch.cuda.get_rng_state(self.device)
-        return {
-            "model": self.gpt.state_dict(),
-            "config": asdict(self.gpt.cfg),
-            "optimizer": self.optimizer.state_dict(),
-            "state": asdict(self.state),
-            "settings": asdict(self.settings),
-            "data": self.data_signature(),
-            "rng": self.dist.gather(rng),
-        }
+        """Everything to resume from here (collective under torchrun: every process calls it)."""
+        return trainer_state(self)
 
     def load_state_dict(self, ckpt: dict[str, Any]) -> None:
         """Continue from a `state_dict()`: the next step is the one the saved run would take."""
-        if ckpt["data"] != self.data_signature():
-            raise UserError(
-                f"the checkpoint was trained on other data or windows ({ckpt['data']}); "
-                f"this run has {self.data_signature()}"
-            )
-        self.gpt.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.state = TrainState(**ckpt["state"])
-        rngs = ckpt["rng"]
-        if self.dist.rank < len(rngs):  # a process the saved run did not have keeps its seed
-            torch.set_rng_state(rngs[self.dist.rank]["cpu"])
-            if "cuda" in rngs[self.dist.rank] and self.device.type == "cuda":
-                torch.cuda.set_rng_state(rngs[self.dist.rank]["cuda"], self.device)
+        restore_trainer(self, ckpt)
+
+
+def step_is_finite(trainer: Trainer, loss: torch.Tensor, grad_norm: torch.Tensor) -> bool:
+    """Whether a step's loss and gradient norm are finite on every process; if not, a
+    NonFiniteError unless the settings allow_nonfinite (then the step is to be skipped)."""
+    finite = torch.isfinite(torch.stack([loss, grad_norm.float()])).tolist()
+    if not trainer.dist.any(not all(finite)):
+        return True
+    if trainer.settings.allow_nonfinite:
+        return False
+    what = "training loss" if not finite[0] else "gradient norm"
+    value = (loss if not finite[0] else grad_norm).item()
+    raise NonFiniteError(f"the {what} is {value} at step {trainer.state.step}")
+
+
+def mean_loss(trainer: Trainer, windows: TokenWindows, seed: int | None, drop_last: bool) -> float:
+    """Average of per-batch mean losses over the first `eval_iter` batches of `windows`
+    (shuffled by `seed`, or in order), each process scoring its own rows."""
+    d, settings = trainer.dist, trainer.settings
+    model = trainer.model  # DDP's gradient machinery has no part in scoring: use the module
+    forward = model.module if isinstance(model, DistributedDataParallel) else model
+    order = WindowOrder(len(windows), settings.batch_size, 1, d.world_size, d.rank)
+    rows = order.shuffled(seed) if seed is not None else range(len(windows))
+    n_batches = len(windows) // order.global_batch
+    if not drop_last:
+        n_batches = math.ceil(len(windows) / order.global_batch)
+    n_batches = min(n_batches, settings.eval_iter)
+    total = 0.0
+    for k in range(n_batches):
+        mine = order.rows(rows, k)  # the last validation batch may be short or empty
+        loss_sum, n_tokens = 0.0, 0
+        if len(mine):
+            inputs, targets = windows.batch(mine)
+            with trainer.autocast():
+                loss = calc_loss_batch(inputs, targets, forward, trainer.device).item()
+            n_tokens = targets.numel()
+            loss_sum = loss * n_tokens
+        loss_sum, n_tokens = d.sum([loss_sum, n_tokens])
+        total += loss_sum / n_tokens
+    return total / n_batches
+
+
+def data_signature(trainer: Trainer) -> dict[str, int]:
+    """What resuming needs to find unchanged in the data."""
+    return {
+        "train_tokens": len(trainer.train_windows.tokens),
+        "val_tokens": len(trainer.val_windows.tokens),
+        "context_length": trainer.train_windows.context_length,
+        "stride": trainer.train_windows.stride,
+    }
+
+
+def trainer_state(trainer: Trainer) -> dict[str, Any]:
+    """Weights, optimizer, position in the data and every process's RNG (collective)."""
+    rng = {"cpu": torch.get_rng_state()}
+    if trainer.device.type == "cuda":
+        rng["cuda"] = torch.cuda.get_rng_state(trainer.device)
+    return {
+        "model": trainer.gpt.state_dict(),
+        "config": asdict(trainer.gpt.cfg),
+        "optimizer": trainer.optimizer.state_dict(),
+        "state": asdict(trainer.state),
+        "data": data_signature(trainer),
+        "rng": trainer.dist.gather(rng),
+    }
+
+
+def restore_trainer(trainer: Trainer, ckpt: dict[str, Any]) -> None:
+    """The inverse of trainer_state; other data or windows than the checkpoint's: a UserError."""
+    if ckpt["data"] != data_signature(trainer):
+        raise UserError(
+            f"the checkpoint was trained on other data or windows ({ckpt['data']}); "
+            f"this run has {data_signature(trainer)}"
+        )
+    trainer.gpt.load_state_dict(ckpt["model"])
+    trainer.optimizer.load_state_dict(ckpt["optimizer"])
+    trainer.state = TrainState(**ckpt["state"])
+    rngs, rank = ckpt["rng"], trainer.dist.rank
+    if rank < len(rngs):  # a process the saved run did not have keeps its seed
+        torch.set_rng_state(rngs[rank]["cpu"])
+        if "cuda" in rngs[rank] and trainer.device.type == "cuda":
+            torch.cuda.set_rng_state(rngs[rank]["cuda"], trainer.device)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Literal
 
 import torch
 
@@ -16,17 +17,36 @@ from .config import GPT2_SIZES, GPTConfig, gpt2_config
 from .errors import UserError
 from .files import check_readable
 from .model import GPTModel
-from .pretrained import RetryPolicy, download_gpt2, load_gpt2
+from .pretrained import RetryPolicy, default_models_dir, download_gpt2, load_gpt2
 from .pretrained.download import download_size
+from .settings import setting
+
+MODEL = "model"  # the group of v1's --help
 
 
 @dataclass(frozen=True)
 class DownloadSettings:
     """Where GPT-2 sizes come from: --models-dir, --base-url and --source of both scripts."""
 
-    models_dir: Path | None = None  # None: $MYGPT_MODELS_DIR or ~/.cache/mygpt
-    base_url: str | None = None
-    source: str = "openai"  # "openai" (TensorFlow checkpoint) or "hf" (hub safetensors)
+    models_dir: Path | None = setting(
+        None,
+        f"download cache (default: $MYGPT_MODELS_DIR or {default_models_dir()})",
+        group=MODEL,
+        metavar="DIR",
+    )
+    base_url: str | None = setting(
+        None,
+        "download from a server with the same layout: {URL}/{size}/{file} "
+        "({URL}/{repo}/resolve/main/{file} with --source hf)",
+        group=MODEL,
+        metavar="URL",
+    )
+    source: str = setting(
+        "openai",
+        "openai: OpenAI's TensorFlow checkpoint; hf: the Hugging Face hub's safetensors",
+        group=MODEL,
+        choices=("openai", "hf"),
+    )
     retry: RetryPolicy = RetryPolicy()
 
 
@@ -56,17 +76,21 @@ def load_weights(
     device: torch.device | str = "cpu",
     download: DownloadSettings = DownloadSettings(),
     log: Callable[[str], None] = print,
+    expect: Literal["any", "folder", "file"] = "any",
 ) -> tuple[GPTModel, str]:
     """A model from a GPT-2 size, a checkpoint folder (OpenAI's or the hub's layout), or
-    v1's model.safetensors / checkpoint.pt; and a line saying where its weights came from."""
-    if str(source) in GPT2_SIZES:
+    v1's model.safetensors / checkpoint.pt; and a line saying where its weights came from.
+
+    `expect` "folder" or "file" takes `source` as that kind only (v2's --checkpoint-dir, ...).
+    """
+    if str(source) in GPT2_SIZES and expect == "any":
         folder = gpt2_folder(str(source), download, log)
         return load_gpt2(folder, device), f"OpenAI's GPT-2 {source} ({folder})"
     path = Path(source)
     check_readable(path)
-    if not path.exists():
+    if not path.exists() and expect == "any":
         raise UserError(f"{source}: no such file or folder (GPT-2 sizes: {', '.join(GPT2_SIZES)})")
-    if path.is_dir():
+    if expect == "folder" or (expect == "any" and path.is_dir()):
         return load_gpt2(path, device), f"the GPT-2 checkpoint folder {path}"
     return load_trained_model(path, device), str(path)
 

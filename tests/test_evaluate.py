@@ -1,4 +1,4 @@
-"""evaluate_tokens: the loss over non-overlapping windows, against an independent NumPy GPT-2."""
+"""score_tokens: the loss over non-overlapping windows, against an independent NumPy GPT-2."""
 
 import numpy as np
 import pytest
@@ -6,7 +6,7 @@ import torch
 from conftest import ROOT
 from reference import gpt2_logits, openai_layout
 
-from mygpt import GPTConfig, GPTModel, evaluate_tokens, get_tokenizer
+from mygpt import GPTConfig, GPTModel, get_tokenizer, score_tokens
 
 
 def reference_loss(params, tokens, context_length, n_head):
@@ -38,24 +38,24 @@ def test_loss_equals_numpy_reference(model):
     tokens = np.array(get_tokenizer().encode(text))
     assert len(tokens) % 32 != 1  # the last window is shorter than the rest
     expected, n = reference_loss(openai_layout(model.state_dict()), tokens, 32, n_head=4)
-    score = evaluate_tokens(model, tokens, batch_size=3)
+    score = score_tokens(model, tokens, batch_size=3)
     assert score.n_tokens == n == len(tokens) - 1
     assert abs(score.loss - expected) < 1e-4
     assert score.perplexity == pytest.approx(np.exp(expected), rel=1e-4)
     # Shorter windows see less context: another number, also equal to the reference.
     shorter, _ = reference_loss(openai_layout(model.state_dict()), tokens, 7, n_head=4)
-    assert abs(evaluate_tokens(model, tokens, context_length=7).loss - shorter) < 1e-4
+    assert abs(score_tokens(model, tokens, context_length=7).loss - shorter) < 1e-4
     assert abs(shorter - expected) > 1e-3
 
 
 def test_batching_and_training_mode_do_not_change_the_score(model):
     tokens = np.arange(200) * 37 % 50257
-    scores = {evaluate_tokens(model, tokens, batch_size=b).loss for b in (1, 2, 64)}
+    scores = {score_tokens(model, tokens, batch_size=b).loss for b in (1, 2, 64)}
     assert max(scores) - min(scores) < 1e-5
     model.train()
-    assert abs(evaluate_tokens(model, tokens).loss - min(scores)) < 1e-5  # dropout off
+    assert abs(score_tokens(model, tokens).loss - min(scores)) < 1e-5  # dropout off
     assert model.training  # and the mode is given back
     model.eval()
-    assert evaluate_tokens(model, [5, 7]).n_tokens == 1
+    assert score_tokens(model, [5, 7]).n_tokens == 1
     with pytest.raises(ValueError, match="at least 2 tokens"):
-        evaluate_tokens(model, [5])
+        score_tokens(model, [5])

@@ -32,7 +32,7 @@ def trained(tokenizer):
                                drop_rate=0.0, qkv_bias=True)).tie_weights()  # fmt: skip
     train, val = load_corpus(ROOT / "the-verdict.txt", tokenizer).windows(64, 64, 8)
     settings = TrainSettings(batch_size=8, max_steps=60, lr=3e-3, eval_freq=1000)
-    optimizer = make_optimizer(model, settings.lr, settings.weight_decay, "cpu")
+    optimizer = make_optimizer(model, settings.peak_lr, settings.weight_decay, "cpu")
     Trainer(model, optimizer, train, val, settings, CPU).run()
     return model.eval()
 

@@ -35,7 +35,7 @@ def make_trainer(corpus, settings, cfg=CFG, seed=123, **kwargs):
     torch.manual_seed(seed)
     model = GPTModel(cfg)
     optimizer = make_optimizer(
-        model, settings.lr, settings.weight_decay, "cpu", settings.decay_matrices_only
+        model, settings.peak_lr, settings.weight_decay, "cpu", settings.decay_matrices_only
     )
     train, val = corpus.windows(cfg.context_length, cfg.context_length, settings.batch_size)
     return Trainer(model, optimizer, train, val, settings, torch.device("cpu"), **kwargs)
@@ -72,7 +72,7 @@ def test_trainer_reproduces_the_books_dataloader_loop(corpus):
 
     torch.manual_seed(123)
     model = GPTModel(CFG)
-    optimizer = make_optimizer(model, settings.lr, settings.weight_decay, "cpu")
+    optimizer = make_optimizer(model, settings.peak_lr, settings.weight_decay, "cpu")
     loaders = [
         DataLoader(GPTDataset(tokens, 32, 32), batch_size=4, shuffle=shuffle, drop_last=shuffle)
         for tokens, shuffle in ((corpus.train, True), (corpus.val, False))

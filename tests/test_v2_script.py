@@ -160,7 +160,7 @@ def test_completes_with_a_model_trained_by_v1(tmp_path, tokenizer):
     model = GPTModel(cfg)
     train, val = load_corpus(ROOT / "the-verdict.txt", tokenizer).windows(32, 32, 2)
     settings = TrainSettings(max_steps=3)
-    optimizer = make_optimizer(model, settings.lr, settings.weight_decay, "cpu")
+    optimizer = make_optimizer(model, settings.peak_lr, settings.weight_decay, "cpu")
     trainer = Trainer(model, optimizer, train, val, settings, torch.device("cpu"))
     trainer.run()
     save_model(model, tmp_path / "model.safetensors")

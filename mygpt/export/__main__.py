@@ -31,7 +31,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             "Formatter", (HelpFormatter, argparse.RawDescriptionHelpFormatter), {}
         ),
     )
-    p.add_argument("source", metavar="SOURCE", help="GPT-2 size, checkpoint folder or v1 file")
+    p.add_argument("weights", metavar="SOURCE", help="GPT-2 size, checkpoint folder or v1 file")
     p.add_argument(
         "--to",
         required=True,
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
     outputs = [args.out] if args.to == "hf" else [args.out, args.out.with_suffix(".Modelfile")]
     for out in outputs:  # before loading: a download must not come before a refusal
         check_new_output(out, args.force, "folder" if args.to == "hf" else "file")
-    model, where = load_weights(args.source, "cpu", download_settings(args), log=_log)
+    model, where = load_weights(args.weights, "cpu", download_settings(args), log=_log)
     _log(f"Loaded {where} ({model.num_parameters():,} parameters)")
     try:
         if args.to == "hf":

@@ -1,0 +1,339 @@
+"""Running a RunConfig as MyGPT_v1_local-train.py does: `train_run` and `eval_run`.
+
+A notebook calls them too: they print the book's lines, and return the model and its losses
+(or the score). Under torchrun every process calls them; rank 0 speaks and saves.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from functools import partial
+
+import torch
+from tqdm import tqdm
+
+from .checkpoint import load_checkpoint, model_from_state
+from .cli import GracefulStop, banner
+from .config import GPTConfig
+from .corpus import Corpus, load_corpus, load_tokens
+from .data import TokenWindows
+from .devices import (
+    allow_tf32,
+    has_native_bfloat16,
+    is_out_of_memory,
+    make_autocast,
+    pick_device,
+    resolve_dtype,
+)
+from .distributed import Dist, init_distributed, shutdown_distributed
+from .errors import DataError, NonFiniteError, SaveError, UserError
+from .evaluate import TextScore, score_tokens
+from .model import GPTModel
+from .outputs import RunOutputs, claim_output_dir
+from .preflight import check_disk, check_memory, check_output_dir, n_parameters
+from .run import DEFAULT_DATA, SHAPE, RunConfig
+from .settings import flag_of
+from .tokenizer import get_tokenizer
+from .train import (
+    Trainer,
+    TrainState,
+    make_optimizer,
+    progress_line,
+    sample_line,
+    wrap_for_training,
+)
+from .weights import load_weights, reshaped, source_config
+
+
+@dataclass
+class TrainResult:
+    """What a training run leaves: the trained model, its losses and position, and whether
+    Ctrl-C (or SIGTERM) stopped it before the end (its checkpoint then holds the rest)."""
+
+    model: GPTModel
+    state: TrainState
+    config: RunConfig  # resolved: every default decided
+    interrupted: bool = False
+
+
+def saved_config(checkpoint: dict, path) -> RunConfig:
+    """The run configuration a checkpoint was written with, also by MyGPT before RunConfig."""
+    if "run" in checkpoint:
+        return RunConfig.from_dict(checkpoint["run"])
+    if "args" in checkpoint:  # the flags of the script as it was before, flat
+        return RunConfig.from_flags(checkpoint["args"])
+    raise UserError(f"{path}: not a checkpoint of this script")
+
+
+def train_run(config: RunConfig, checkpoint: dict | None = None) -> TrainResult:
+    """Train as v1 does: checks, model, data, the loop with its reports, the plot and weights.
+
+    With --resume, `checkpoint` is its contents when already read (else it is read here).
+    """
+    if not config.is_fine_tuning:
+        config = config.resolve()  # a bad shape is refused before anything is read
+    if config.outputs.resume and checkpoint is None:
+        checkpoint = load_checkpoint(config.outputs.resume)
+    dist, device = init_distributed(pick_device(config.device.device))
+    try:
+        if not dist.is_main:  # rank 0 holds the output folder for all of them
+            return _train(config, checkpoint, dist, device)
+        check_output_dir(config.outputs.output_dir)
+        with claim_output_dir(config.outputs.output_dir):
+            return _train(config, checkpoint, dist, device)
+    finally:
+        shutdown_distributed(dist)
+
+
+def eval_run(config: RunConfig, checkpoint: dict | None = None) -> TextScore:
+    """--eval-only: the model's loss on all of --data, one line on stdout (the rest on stderr)."""
+    if config.outputs.resume and checkpoint is None:
+        checkpoint = load_checkpoint(config.outputs.resume)
+    dist, device = init_distributed(pick_device(config.device.device))
+    log = partial(print, file=sys.stderr)
+    try:
+        with dist.main_first():  # the text first: a bad --data is refused before any download
+            tokens = load_tokens(config.data.data, get_tokenizer(), config.data.memmap or None, log)
+        if len(tokens) < 2:
+            raise DataError(f"{config.data.data}: too short: {len(tokens)} token, scoring needs 2")
+        model, _, config = start_model(config, checkpoint, dist, device, log)
+        score = score_tokens(model, tokens, batch_size=config.train.batch_size,
+                             autocast=make_autocast(device, config.device.dtype))  # fmt: skip
+        if dist.is_main:
+            print(f"{score} of {shown_path(config.data.data)}")
+        return score
+    finally:
+        shutdown_distributed(dist)
+
+
+def _train(config: RunConfig, checkpoint: dict | None, dist: Dist, device) -> TrainResult:
+    print0 = print if dist.is_main else lambda *a, **k: None
+    allow_tf32(config.device.tf32)
+    tokenizer, data = get_tokenizer(), config.data
+    with dist.main_first():  # rank 0 tokenizes into the cache first; the others then read it
+        corpus = load_corpus(data.data, tokenizer, data.train_ratio, data.memmap or None, print0)
+    checks = partial(preflight, config, device, dist)
+    model, origin, config = start_model(config, checkpoint, dist, device, print0, checks)
+    train_windows, val_windows = windows(config, corpus, model.cfg, dist)
+    show_model(model, origin, device, dist, print0)
+
+    print0(banner("TRAINING OUR GPT MODEL"))
+    print0(f"\nLoaded training data from: {shown_path(data.data)}")
+    show_settings(config, checkpoint, device, print0)
+    trainer = make_trainer(config, model, train_windows, val_windows, device, dist)
+    if checkpoint:
+        trainer.load_state_dict(checkpoint)
+        print0(f"Resuming from {config.outputs.resume} at step {trainer.state.step} of "
+               f"{trainer.total_steps}")  # fmt: skip
+    else:
+        print0("Starting Training...")
+    files = RunOutputs(config.outputs.output_dir, trainer, config.to_dict())
+    start = time.perf_counter()
+    try:
+        finished = run_training(config, trainer, tokenizer, dist, files)
+    except NonFiniteError as e:
+        advice = "lower --lr or set --grad-clip (--allow-nonfinite skips such steps)"
+        raise NonFiniteError(f"{e}: {advice}; {files.last_saved()}") from None
+    except RuntimeError as e:  # torch.OutOfMemoryError is one
+        if not is_out_of_memory(e):
+            raise
+        raise out_of_memory_error(config, device, files) from None
+    if not finished:
+        report_interrupted(trainer, files, dist)
+        return TrainResult(trainer.gpt, trainer.state, config, interrupted=True)
+    finish(config, trainer, tokenizer, dist, files, time.perf_counter() - start)
+    return TrainResult(trainer.gpt, trainer.state, config)
+
+
+def finish(config: RunConfig, trainer: Trainer, tokenizer, dist: Dist, files, seconds) -> None:
+    """The book's closing lines, then the weights, the plot and the final checkpoint."""
+    print0 = print if dist.is_main else lambda *a, **k: None
+    print0(banner("POST TRAINING OUTPUT"))
+    print_sample(config, trainer, tokenizer, dist)
+    print0(f"Training completed in {seconds / 60:.2f} minutes.")
+    if dist.is_main:
+        weights, plot = files.save_results()  # first: they matter more than a checkpoint
+        print(f"Loss plot saved to: {plot}")
+        print(f"Model weights saved to: {weights}")
+    if config.outputs.save_every:
+        files.save_checkpoint("the final checkpoint")
+        print0(f"Checkpoint saved to: {files.checkpoint_path}")
+
+
+def show_settings(config: RunConfig, checkpoint: dict | None, device, print0) -> None:
+    """What --dtype auto chose, and the settings a fine-tuning run defaults to."""
+    if config.device.dtype == "auto":
+        native = "native" if has_native_bfloat16(device) else "not native"
+        print0(f"--dtype auto: {resolve_dtype(device, 'auto')} (bfloat16 is {native} on {device})")
+    if config.is_fine_tuning and not checkpoint:
+        t = config.train
+        print0(f"Fine-tuning with lr {t.lr:g}, drop rate {config.model.drop_rate:g}, "
+               f"weight decay {t.weight_decay:g}")  # fmt: skip
+
+
+def make_trainer(config: RunConfig, model: GPTModel, train_windows: TokenWindows,
+                 val_windows: TokenWindows, device, dist: Dist) -> Trainer:  # fmt: skip
+    """AdamW, the compiled or DDP-wrapped model, and the loop that steps them."""
+    t = config.train
+    optimizer = make_optimizer(model, t.lr, t.weight_decay, device, t.decay_matrices_only)
+    net = wrap_for_training(model, device, dist, config.device.compile)
+    autocast = make_autocast(device, config.device.dtype)
+    return Trainer(net, optimizer, train_windows, val_windows, t, device, dist, autocast)
+
+
+def out_of_memory_error(config: RunConfig, device, files: RunOutputs) -> SaveError:
+    """Out of memory mid-run: the same batch per step in smaller passes, and what was saved."""
+    b, accum = config.train.batch_size, config.train.grad_accum
+    smaller = f"--batch-size {max(1, b // 2)} --grad-accum {accum * 2}" if b > 1 else (
+        "a smaller model or --context-length")  # fmt: skip
+    return SaveError(
+        f"out of memory on {device.type} at --batch-size {b}: try {smaller} "
+        f"(the same batch per step); {files.last_saved()}"
+    )
+
+
+def report_interrupted(trainer: Trainer, files: RunOutputs, dist: Dist) -> None:
+    """Ctrl-C or SIGTERM stopped the run: save its state and say how to continue."""
+    path = files.save_checkpoint("the interrupted run's state")
+    if dist.is_main:
+        print(
+            f"Interrupted after step {trainer.state.step} of {trainer.total_steps}; "
+            f"checkpoint saved to {path}\nContinue with: --resume {path}",
+            file=sys.stderr,
+        )
+
+
+def start_model(
+    config: RunConfig,
+    checkpoint: dict | None,
+    dist: Dist,
+    device,
+    log: Callable,
+    checks: Callable[[GPTConfig, bool], None] | None = None,
+) -> tuple[GPTModel, str | None, RunConfig]:
+    """The model to train or score: a checkpoint's (--resume), loaded weights (--init-from), or
+    a new one; where its weights came from; and the config resolved against them.
+
+    `checks(cfg, tied)` runs before a new model is built, or once the weights are loaded.
+    """
+    checks = checks or (lambda cfg, tied: None)
+    torch.manual_seed(config.train.seed + dist.rank)  # rank 0 as one process; DDP copies it
+    if checkpoint:
+        saved = GPTConfig(**checkpoint["config"])
+        m = config.model
+        changed = [f"{flag_of(k)} {getattr(saved, k)}, not {getattr(m, k)}" for k in SHAPE
+                   if getattr(m, k) is not None and getattr(m, k) != getattr(saved, k)]  # fmt: skip
+        if changed:
+            raise UserError(f"--resume: the checkpoint's model has {'; '.join(changed)}")
+        config = config.resolve(saved)
+        model = model_from_state(replace(saved, drop_rate=config.model.drop_rate),
+                                 checkpoint["model"])  # fmt: skip
+        checks(model.cfg, model.is_tied)
+        return model.to(device), str(config.outputs.resume), config
+    if not config.is_fine_tuning:
+        config = config.resolve()
+        cfg = config.gpt_config(get_tokenizer().n_vocab)
+        checks(cfg, False)
+        return GPTModel(cfg).to(device), None, config
+    source = config.model.init_from
+    if expected := source_config(source):  # a GPT-2 size: refuse before downloading
+        config.resolve(expected)
+    with dist.main_first():  # rank 0 downloads or converts first; the others then read it
+        model, origin = load_weights(source, device, config.download, log)
+    config = config.resolve(model.cfg)
+    model = reshaped(model, config.model.context_length, config.model.drop_rate)
+    checks(model.cfg, model.is_tied)
+    return model, origin, config
+
+
+def preflight(config: RunConfig, device, dist: Dist, cfg: GPTConfig, tied: bool) -> None:
+    """Room on disk for the run's files and in memory for its training steps, or a UserError."""
+    n_params = n_parameters(cfg, tied)
+    if not config.no_memory_check:
+        dtype = resolve_dtype(device, config.device.dtype)
+        check_memory(cfg, n_params, config.train.batch_size, dtype, device)
+    if dist.is_main:
+        save_every = config.outputs.save_every
+        check_disk(config.outputs.output_dir, n_params, checkpoints=bool(save_every))
+
+
+def show_model(model: GPTModel, origin: str | None, device, dist: Dist, print0: Callable) -> None:
+    """The configuration listing of the book's run, and where the weights came from."""
+    if origin is None:
+        print0(banner("UNTRAINED GPT MODEL"))
+        print0("\nUntrained model created with the following configuration:")
+    else:
+        print0(banner("PRETRAINED GPT MODEL"))
+        print0("\nModel loaded with the following configuration:")
+    for name, value in asdict(model.cfg).items():
+        print0(f"- {name}: {value}")
+    if origin is not None:
+        print0(f"Weights from: {origin}")
+    processes = f", {dist.world_size} processes" if dist.enabled else ""
+    print0(f"({model.num_parameters():,} parameters, on {device.type}{processes})\n")
+
+
+def shown_path(path):
+    return os.path.relpath(path) if path == DEFAULT_DATA else path
+
+
+def windows(
+    config: RunConfig, corpus: Corpus, cfg: GPTConfig, dist: Dist
+) -> tuple[TokenWindows, TokenWindows]:
+    """Training and validation windows of the model's context length over --data's tokens."""
+    t = config.train
+    global_batch = t.batch_size * t.grad_accum * dist.world_size
+    try:
+        return corpus.windows(cfg.context_length, config.data.stride or cfg.context_length,
+                              global_batch)  # fmt: skip
+    except DataError as e:  # too short: name the data
+        raise DataError(f"{config.data.data}: {e}") from None
+
+
+def run_training(
+    config: RunConfig, trainer: Trainer, tokenizer, dist: Dist, files: RunOutputs
+) -> bool:
+    """Trainer.run with the book's reports; False if Ctrl-C stopped it first."""
+    every = config.report.sample_every
+
+    def on_step(state: TrainState, lr: float, grad_norm) -> None:
+        bar.update()
+        if dist.is_main and trainer.skipped_steps and trainer.skipped_steps[-1] == state.step - 1:
+            tqdm.write(f"warning: step {state.step - 1} skipped: its loss or gradient norm is "
+                       f"not finite (--allow-nonfinite)", file=sys.stderr)  # fmt: skip
+        if every and state.step % every == 0:
+            print_sample(config, trainer, tokenizer, dist)
+
+    def on_eval(state: TrainState, train_loss: float, val_loss: float) -> None:
+        if dist.is_main:
+            tqdm.write(progress_line(state.epoch, state.step - 1, train_loss, val_loss))
+
+    # The bar lives on stderr and only on a terminal; tqdm.write keeps it below the printed lines.
+    with (
+        tqdm(
+            total=trainer.total_steps, initial=trainer.state.step, unit="step", leave=False,
+            disable=None if dist.is_main else True,
+        ) as bar,
+        GracefulStop() as stop,
+    ):  # fmt: skip
+        return trainer.run(
+            on_step=on_step,
+            on_eval=on_eval,
+            on_epoch_end=lambda state: print_sample(config, trainer, tokenizer, dist),
+            on_save=files.save_periodic,
+            save_every=config.outputs.save_every,
+            stop=stop,
+        )
+
+
+def print_sample(config: RunConfig, trainer: Trainer, tokenizer, dist: Dist) -> None:
+    """A greedy completion of --start-context, on one line."""
+    if dist.is_main:
+        report = config.report
+        with trainer.autocast():
+            tqdm.write(sample_line(trainer.gpt, tokenizer, report.start_context,
+                                   report.sample_tokens))  # fmt: skip

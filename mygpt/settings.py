@@ -1,0 +1,61 @@
+"""Settings as dataclass fields: a field's default, flag help and check stand together, once.
+
+`setting(...)` declares a field; `cli.add_settings` turns the fields of a settings dataclass into
+argparse flags (the field's name with dashes); `require` is the check a `__post_init__` makes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from typing import Any
+
+from .errors import UserError
+
+
+def setting(
+    default: Any,
+    help: str | None = None,
+    *,
+    group: str,
+    metavar: str | None = None,
+    choices: tuple[str, ...] | None = None,
+    positive: bool = False,
+    repeat: bool = False,
+) -> Any:
+    """A dataclass field that is also a command-line flag in `group` of --help.
+
+    `positive`: an integer flag of at least 1; `repeat`: a flag given once per item (a tuple).
+    """
+    meta = {"help": help, "group": group, "metavar": metavar, "choices": choices,
+            "positive": positive, "repeat": repeat}  # fmt: skip
+    return dataclasses.field(default=default, metadata={"flag": meta})
+
+
+def flag_of(name: str) -> str:
+    """The command-line flag of a field: `context_length` is --context-length."""
+    return "--" + name.replace("_", "-")
+
+
+def flag_fields(cls: type) -> Iterator[dataclasses.Field]:
+    """The fields of a settings dataclass that are flags, in their order."""
+    return (f for f in dataclasses.fields(cls) if "flag" in f.metadata)
+
+
+def require(condition: bool, name: str, message: str) -> None:
+    """A check in a settings __post_init__: a UserError that names the flag."""
+    if not condition:
+        raise UserError(f"{flag_of(name)} {message}")
+
+
+def require_positive(settings: object, *names: str) -> None:
+    """Each named field is None or at least 1."""
+    for name in names:
+        value = getattr(settings, name)
+        require(value is None or value >= 1, name, f"must be at least 1, got {value}")
+
+
+def require_non_negative(settings: object, *names: str) -> None:
+    for name in names:
+        value = getattr(settings, name)
+        require(value is None or value >= 0, name, f"must be >= 0, got {value}")
