@@ -1,4 +1,5 @@
-"""A training corpus: a text file or a folder of .txt files, as train and validation tokens.
+"""A training corpus: a file or a folder of them (.txt, Parquet, JSON Lines, JSON), as train and
+validation tokens; documents.py reads each file's documents.
 
 Small inputs are tokenized in memory and split by characters, as in the book. Large ones are
 tokenized once into a uint16 file beside the data (or in the cache folder, for read-only data;
@@ -11,9 +12,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,17 +22,15 @@ import tiktoken
 from tqdm import tqdm
 
 from .data import TokenWindows, read_text, split_text
+from .documents import SUFFIXES, corpus_kind, documents, pieces
 from .errors import DataError
 from .files import cache_dir, check_readable, special_kind
 from .tokenizer import ENDOFTEXT, ENDOFTEXT_ID
 
 IN_MEMORY_LIMIT = 16 * 2**20  # bytes of text; more than this goes through a token file
 CACHE_SUFFIX = ".mygpt-tokens"
-_FORMAT = 1  # bump when the token file's layout or the chunking changes
-_CHUNK = 1 << 20  # bytes of text per tokenizer call
-# A cut after a newline that a visible ASCII character follows never splits one of GPT-2's
-# pre-tokens, so encoding the pieces gives exactly the ids of encoding the whole text.
-_SAFE_CUT = re.compile(rb"\n(?=[!-~])")
+_FORMAT = 2  # bump when the token file's layout or the chunking changes
+_BATCH_BYTES = 1 << 20  # text per thread per tokenizer call
 
 
 @dataclass(frozen=True)
@@ -68,13 +66,14 @@ class Corpus:
 
 
 def text_files(path: Path) -> list[Path]:
-    """The file itself, or the .txt files under a folder in a stable (sorted) order.
+    """The file itself, or the corpus files under a folder (.txt, .parquet, .jsonl, .jsonl.gz,
+    .json; not MyGPT's own token files) in a stable (sorted) order.
 
     Only regular files: a pipe or a device (/dev/zero) could block or never end.
     """
     check_readable(path)
     if path.is_dir():
-        found = sorted(path.rglob("*.txt"))
+        found = sorted(p for p in path.rglob("*") if corpus_kind(p) and CACHE_SUFFIX not in p.name)
         odd = [p for p in found if not p.is_file() and not p.is_dir()]
         if odd:
             kind = special_kind(odd[0]) or "a broken link"
@@ -82,7 +81,7 @@ def text_files(path: Path) -> list[Path]:
             raise DataError(f"{path}: {odd[0].relative_to(path)} is {kind}, not a file{more}")
         files = [p for p in found if p.is_file()]
         if not files:
-            raise DataError(f"{path}: the folder has no .txt files")
+            raise DataError(f"{path}: the folder has no corpus files ({', '.join(SUFFIXES)})")
         return files
     if not path.exists():
         raise DataError(f"{path}: no such file")
@@ -95,17 +94,19 @@ def load_corpus(
     train_ratio: float = 0.9,
     memmap: bool | None = None,
     log: Callable[[str], None] = print,
+    text_field: str = "text",
 ) -> Corpus:
-    """Tokens of a file or folder; `memmap` None decides by size (IN_MEMORY_LIMIT)."""
+    """Tokens of a file or folder; `memmap` None decides by size (IN_MEMORY_LIMIT).
+    `text_field`: the Parquet column or JSON field that holds each document's text."""
     path = Path(path)
     files = text_files(path)
     if not _use_memmap(files, memmap):
         train, val = (
             np.array(tokenizer.encode(part, allowed_special={ENDOFTEXT}))
-            for part in split_text(_joined_text(files), train_ratio)
+            for part in split_text(_joined_text(path, files, text_field), train_ratio)
         )
         return Corpus(train, val)
-    token_file = cached_token_file(path, files, tokenizer, log)
+    token_file = cached_token_file(path, files, tokenizer, log, text_field)
     tokens = np.memmap(token_file, dtype=np.uint16, mode="r")
     split = int(train_ratio * len(tokens))
     return Corpus(tokens[:split], tokens[split:], token_file)
@@ -116,13 +117,16 @@ def load_tokens(
     tokenizer: tiktoken.Encoding,
     memmap: bool | None = None,
     log: Callable[[str], None] = print,
+    text_field: str = "text",
 ) -> np.ndarray:
     """All the tokens of a file or folder, unsplit: in memory, or a memory map of the token file."""
     path = Path(path)
     files = text_files(path)
     if not _use_memmap(files, memmap):
-        return np.array(tokenizer.encode(_joined_text(files), allowed_special={ENDOFTEXT}))
-    return np.memmap(cached_token_file(path, files, tokenizer, log), dtype=np.uint16, mode="r")
+        text = _joined_text(path, files, text_field)
+        return np.array(tokenizer.encode(text, allowed_special={ENDOFTEXT}))
+    token_file = cached_token_file(path, files, tokenizer, log, text_field)
+    return np.memmap(token_file, dtype=np.uint16, mode="r")
 
 
 def _use_memmap(files: list[Path], memmap: bool | None) -> bool:
@@ -131,23 +135,32 @@ def _use_memmap(files: list[Path], memmap: bool | None) -> bool:
     return memmap
 
 
-def _joined_text(files: list[Path]) -> str:
-    """The files' texts, <|endoftext|> between documents; a DataError names a bad file."""
+def _joined_text(path: Path, files: list[Path], text_field: str) -> str:
+    """The files' documents, <|endoftext|> between them; a DataError names a bad file."""
     texts = []
     for f in files:
+        if corpus_kind(f) != ".txt":
+            texts += documents(f, text_field)
+            continue
         try:
             texts.append(read_text(f))
         except DataError as e:
             raise DataError(f"{f}: {e}") from None
+    if not any(texts):
+        raise DataError(f"{path}: the corpus holds no text")
     return ENDOFTEXT.join(texts)
 
 
 def cached_token_file(
-    path: Path, files: list[Path], tokenizer: tiktoken.Encoding, log: Callable[[str], None] = print
+    path: Path,
+    files: list[Path],
+    tokenizer: tiktoken.Encoding,
+    log: Callable[[str], None] = print,
+    text_field: str = "text",
 ) -> Path:
     """The uint16 token file of `files`, made now unless an up-to-date one exists: beside
     `path`, or in the cache folder when the data's folder cannot be written (read-only data)."""
-    source = _fingerprint(path, files, tokenizer)
+    source = _fingerprint(path, files, tokenizer) | {"text_field": text_field}
     beside = path.with_name(path.name + CACHE_SUFFIX + ".bin")
     digest = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
     in_cache = cache_dir() / "tokens" / f"{path.name}-{digest}{CACHE_SUFFIX}.bin"
@@ -158,7 +171,7 @@ def cached_token_file(
     refused = []
     for token_file in (beside, in_cache):
         try:
-            return _make_token_file(token_file, files, tokenizer, source, log)
+            return _make_token_file(path, token_file, files, tokenizer, source, log)
         except OSError as e:  # a read-only or a full disk, most likely
             refused.append(f"{token_file} ({e.strerror})")
             if token_file == beside:
@@ -178,12 +191,15 @@ def _cached_tokens(token_file: Path, source: dict) -> int | None:
 
 
 def _make_token_file(
-    token_file: Path, files: list[Path], tokenizer: tiktoken.Encoding, source: dict, log
+    path: Path, token_file: Path, files: list[Path], tokenizer: tiktoken.Encoding, source, log
 ) -> Path:
     start = time.perf_counter()
     total = sum(f.stat().st_size for f in files)
     token_file.parent.mkdir(parents=True, exist_ok=True)
-    n_tokens = _tokenize_to_file(files, total, tokenizer, token_file)
+    n_tokens = _tokenize_to_file(files, total, tokenizer, token_file, source["text_field"])
+    if n_tokens == 0:
+        token_file.unlink()
+        raise DataError(f"{path}: the corpus holds no text")
     meta_file = token_file.with_suffix(".json")
     meta_tmp = meta_file.with_name(meta_file.name + ".tmp")
     meta_tmp.write_text(json.dumps({"source": source, "n_tokens": n_tokens}, indent=1))
@@ -208,13 +224,34 @@ def _fingerprint(path: Path, files: list[Path], tokenizer: tiktoken.Encoding) ->
 
 
 def _tokenize_to_file(
-    files: list[Path], total_bytes: int, tokenizer: tiktoken.Encoding, token_file: Path
+    files: list[Path],
+    total_bytes: int,
+    tokenizer: tiktoken.Encoding,
+    token_file: Path,
+    text_field: str = "text",
 ) -> int:
-    """Write the ids of all files, <|endoftext|> between them, as uint16; their number."""
+    """Write the ids of all files' documents, <|endoftext|> between them, as uint16; their
+    number. Documents stream through in batches of about 1 MB per thread."""
     assert tokenizer.n_vocab <= 2**16, "ids must fit in uint16"
     tmp = token_file.with_name(token_file.name + ".tmp")
-    n_tokens = 0
     threads = os.cpu_count() or 1
+    endoftext = np.array([ENDOFTEXT_ID], dtype=np.uint16).tobytes()
+    n_tokens, first, batch, batch_bytes = 0, True, [], 0
+
+    def flush(out, bar) -> None:
+        nonlocal n_tokens, first
+        texts = [piece.text for piece in batch]
+        for piece, ids in zip(batch, tokenizer.encode_batch(
+            texts, num_threads=threads, allowed_special={ENDOFTEXT}), strict=True):  # fmt: skip
+            if piece.starts_document and not first:
+                out.write(endoftext)
+                n_tokens += 1
+            first = False
+            out.write(np.array(ids, dtype=np.uint16).tobytes())
+            n_tokens += len(ids)
+        bar.update(sum(piece.n_bytes for piece in batch))
+        batch.clear()
+
     try:
         with (
             open(tmp, "wb") as out,
@@ -222,53 +259,16 @@ def _tokenize_to_file(
                 total=total_bytes, unit="B", unit_scale=True, desc="Tokenizing", disable=None
             ) as bar,
         ):
-            for i, f in enumerate(files):
-                if i:
-                    out.write(np.array([ENDOFTEXT_ID], dtype=np.uint16).tobytes())
-                    n_tokens += 1
-                for texts, n_bytes in _text_chunks(f, batch=threads):
-                    for ids in tokenizer.encode_batch(
-                        texts, num_threads=threads, allowed_special={ENDOFTEXT}
-                    ):
-                        out.write(np.array(ids, dtype=np.uint16).tobytes())
-                        n_tokens += len(ids)
-                    bar.update(n_bytes)
+            for f in files:
+                for piece in pieces(f, text_field):
+                    batch.append(piece)
+                    batch_bytes += len(piece.text)
+                    if batch_bytes >= threads * _BATCH_BYTES:
+                        flush(out, bar)
+                        batch_bytes = 0
+            flush(out, bar)
     except BaseException:  # bad text, a full disk, Ctrl-C: leave no partial file behind
         tmp.unlink(missing_ok=True)
         raise
     os.replace(tmp, token_file)
     return n_tokens
-
-
-def _text_chunks(path: Path, batch: int) -> Iterator[tuple[list[str], int]]:
-    """Batches of about 1 MB pieces of a file's text, cut where tokenization is unaffected."""
-    offset, texts, n_bytes, rest = 0, [], 0, b""
-    with open(path, "rb") as f:
-        while True:
-            block = f.read(_CHUNK)
-            data = rest + block
-            cut = len(data) if not block else _last_safe_cut(data)
-            piece, rest = data[:cut], data[cut:]
-            if piece:
-                try:
-                    texts.append(piece.decode("utf-8"))
-                except UnicodeDecodeError as e:
-                    where = offset + e.start
-                    raise DataError(
-                        f"{path}: is not UTF-8 text (invalid byte at offset {where})"
-                    ) from None
-                offset += len(piece)
-                n_bytes += len(piece)
-            if len(texts) == batch or (not block and texts):
-                yield texts, n_bytes
-                texts, n_bytes = [], 0
-            if not block:
-                return
-
-
-def _last_safe_cut(data: bytes) -> int:
-    """Just after the last newline followed by a visible ASCII character; 0 if none."""
-    cut = 0
-    for match in _SAFE_CUT.finditer(data, max(0, len(data) - _CHUNK)):
-        cut = match.end()
-    return cut

@@ -18,7 +18,15 @@ from .config import GPTConfig
 from .corpus import IN_MEMORY_LIMIT
 from .devices import DeviceSettings
 from .errors import UserError
-from .settings import flag_fields, flag_of, require, require_non_negative, require_positive, setting
+from .settings import (
+    as_paths,
+    flag_fields,
+    flag_of,
+    require,
+    require_non_negative,
+    require_positive,
+    setting,
+)
 from .train import FROM_SCRATCH_LR, REPORTS, TrainSettings
 from .weights import MODEL, DownloadSettings
 
@@ -36,8 +44,15 @@ class DataSettings:
     """The text to train on or score, and how it is cut into windows."""
 
     data: Path = setting(
-        DEFAULT_DATA, "a UTF-8 text file, or a folder of .txt files (recursive)", group=DATA
+        DEFAULT_DATA,
+        "a UTF-8 text file; a Parquet, JSON Lines (.jsonl, .jsonl.gz) or JSON file of "
+        "documents; or a folder of them (recursive)",
+        group=DATA,
     )
+    text_field: str = setting(
+        "text", "the Parquet column or JSON field that holds the text", group=DATA,
+        metavar="NAME",
+    )  # fmt: skip
     train_ratio: float = setting(
         0.9,
         "share for training: of the characters, or of the tokens of a token file",
@@ -54,6 +69,7 @@ class DataSettings:
     )
 
     def __post_init__(self) -> None:
+        as_paths(self, "data")
         require(0.0 < self.train_ratio < 1.0, "train_ratio", "must be between 0 and 1")
         require_positive(self, "stride")
 
@@ -134,6 +150,7 @@ class OutputSettings:
     )
 
     def __post_init__(self) -> None:
+        as_paths(self, "output_dir", "resume")
         require_non_negative(self, "save_every")
 
 

@@ -97,7 +97,9 @@ def eval_run(config: RunConfig, checkpoint: dict | None = None) -> TextScore:
     log = partial(print, file=sys.stderr)
     try:
         with dist.main_first():  # the text first: a bad --data is refused before any download
-            tokens = load_tokens(config.data.data, get_tokenizer(), config.data.memmap or None, log)
+            data = config.data
+            tokens = load_tokens(data.data, get_tokenizer(), data.memmap or None, log,
+                                 data.text_field)  # fmt: skip
         if len(tokens) < 2:
             raise DataError(f"{config.data.data}: too short: {len(tokens)} token, scoring needs 2")
         model, _, config = start_model(config, checkpoint, dist, device, log)
@@ -115,7 +117,8 @@ def _train(config: RunConfig, checkpoint: dict | None, dist: Dist, device) -> Tr
     allow_tf32(config.device.tf32)
     tokenizer, data = get_tokenizer(), config.data
     with dist.main_first():  # rank 0 tokenizes into the cache first; the others then read it
-        corpus = load_corpus(data.data, tokenizer, data.train_ratio, data.memmap or None, print0)
+        corpus = load_corpus(data.data, tokenizer, data.train_ratio, data.memmap or None,
+                             print0, data.text_field)  # fmt: skip
     checks = partial(preflight, config, device, dist)
     model, origin, config = start_model(config, checkpoint, dist, device, print0, checks)
     train_windows, val_windows = windows(config, corpus, model.cfg, dist)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from .errors import UserError
@@ -40,6 +41,14 @@ def flag_of(name: str) -> str:
 def flag_fields(cls: type) -> Iterator[dataclasses.Field]:
     """The fields of a settings dataclass that are flags, in their order."""
     return (f for f in dataclasses.fields(cls) if "flag" in f.metadata)
+
+
+def as_paths(settings: object, *names: str) -> None:
+    """In a frozen settings __post_init__: text given for a path field becomes a Path."""
+    for name in names:
+        value = getattr(settings, name)
+        if isinstance(value, str):
+            object.__setattr__(settings, name, Path(value))
 
 
 def require(condition: bool, name: str, message: str) -> None:

@@ -19,7 +19,7 @@ from .files import check_readable
 from .model import GPTModel
 from .pretrained import RetryPolicy, default_models_dir, download_gpt2, load_gpt2
 from .pretrained.download import download_size
-from .settings import setting
+from .settings import as_paths, setting
 
 MODEL = "model"  # the group of v1's --help
 
@@ -48,6 +48,9 @@ class DownloadSettings:
         choices=("openai", "hf"),
     )
     retry: RetryPolicy = RetryPolicy()
+
+    def __post_init__(self) -> None:
+        as_paths(self, "models_dir")
 
 
 def gpt2_folder(size: str, download: DownloadSettings, log: Callable[[str], None] = print) -> Path:

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import mygpt.corpus
+import mygpt.documents
 from mygpt import DataError, load_corpus
 from mygpt.tokenizer import ENDOFTEXT_ID
 
@@ -20,7 +21,7 @@ STORY = "".join(
 
 @pytest.fixture
 def small_chunks(monkeypatch):
-    monkeypatch.setattr(mygpt.corpus, "_CHUNK", 256)  # many cuts in a few kB
+    monkeypatch.setattr(mygpt.documents, "_CHUNK", 256)  # many cuts in a few kB
 
 
 def test_folder_becomes_one_token_file(tmp_path, tokenizer, small_chunks):
@@ -70,7 +71,7 @@ def test_bad_inputs(tmp_path, tokenizer, small_chunks):
     with pytest.raises(DataError, match="no such file"):
         load_corpus(tmp_path / "missing.txt", tokenizer)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(DataError, match="the folder has no .txt files"):
+    with pytest.raises(DataError, match=r"the folder has no corpus files \(.txt, .parquet, "):
         load_corpus(tmp_path / "empty", tokenizer)
     bad = tmp_path / "bad.txt"
     bad.write_bytes(STORY.encode()[:1000] + b"\xff" + b"more text\n" * 100)

@@ -192,10 +192,10 @@ def test_read_only_data_tokenizes_into_the_cache(tmp_path, tokenizer, monkeypatc
     monkeypatch.setenv("MYGPT_CACHE_DIR", str(tmp_path / "cache"))
     tokenize = mygpt.corpus._tokenize_to_file
 
-    def read_only_beside_data(files, total, tok, token_file):
+    def read_only_beside_data(files, total, tok, token_file, *args):
         if token_file.parent == data.parent:  # as root, chmod cannot make a folder read-only
             raise OSError(errno.EROFS, "Read-only file system")
-        return tokenize(files, total, tok, token_file)
+        return tokenize(files, total, tok, token_file, *args)
 
     monkeypatch.setattr(mygpt.corpus, "_tokenize_to_file", read_only_beside_data)
     lines = []
