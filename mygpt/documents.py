@@ -21,9 +21,11 @@ from .errors import DataError
 SUFFIXES = (".txt", ".parquet", ".jsonl", ".jsonl.gz", ".json")
 _CHUNK = 1 << 20  # bytes of text per piece of a .txt file
 _ROWS = 1024  # Parquet rows per record batch: bounded memory whatever the file's row groups
-# A cut after a newline that a visible ASCII character follows never splits one of GPT-2's
-# pre-tokens, so encoding the pieces gives exactly the ids of encoding the whole text.
-_SAFE_CUT = re.compile(rb"\n(?=[!-~])")
+# A cut after a newline between two visible ASCII characters never splits one of GPT-2's
+# pre-tokens, so encoding the pieces gives exactly the ids of encoding the whole text. (Not
+# after "\n\n" before "*": whole, the pattern's \s+(?!\S) splits it "\n", "\n"; at a
+# piece's end it is one pre-token.)
+_SAFE_CUT = re.compile(rb"(?<=[!-~])\n(?=[!-~])")
 
 
 @dataclass(frozen=True)
@@ -134,8 +136,7 @@ def _jsonl_pieces(path: Path, text_field: str) -> Iterator[Piece]:
                 try:
                     record = json.loads(line)
                 except (ValueError, UnicodeDecodeError) as e:
-                    reason = e.msg if isinstance(e, json.JSONDecodeError) else "not UTF-8"
-                    raise DataError(f"{path}: line {number}: not JSON ({reason})") from None
+                    raise DataError(f"{path}: line {number}: not JSON ({_reason(e)})") from None
                 text = _text_of(record, text_field, path, f"line {number}")
                 yield Piece(text, True, raw.tell() - done)
                 done = raw.tell()
@@ -148,14 +149,19 @@ def _json_pieces(path: Path, text_field: str) -> Iterator[Piece]:
     try:
         records = json.loads(path.read_bytes())
     except (ValueError, UnicodeDecodeError) as e:
-        reason = e.msg if isinstance(e, json.JSONDecodeError) else "not UTF-8"
-        raise DataError(f"{path}: not JSON ({reason})") from None
+        raise DataError(f"{path}: not JSON ({_reason(e)})") from None
     if not isinstance(records, list):
         raise DataError(f"{path}: not a JSON list of records")
     size = path.stat().st_size
     for number, record in enumerate(records, 1):
         text = _text_of(record, text_field, path, f"record {number}")
         yield Piece(text, True, size if number == 1 else 0)
+
+
+def _reason(e: ValueError) -> str:
+    if isinstance(e, json.JSONDecodeError):
+        return f"{e.msg.removesuffix(' at')} at line {e.lineno}, column {e.colno}"
+    return "not UTF-8"
 
 
 def _text_of(record: Any, text_field: str, path: Path, where: str) -> str:
