@@ -71,6 +71,7 @@ def main(argv: list[str] | None = None) -> None:
         check_new_output(out, args.force, "folder" if args.to == "hf" else "file")
     model, where = load_weights(args.weights, "cpu", download_settings(args), log=_log)
     _log(f"Loaded {where} ({model.num_parameters():,} parameters)")
+    _log(f"Writing {args.out} ({args.to}{'' if args.to == 'hf' else ', ' + args.outtype})...")
     try:
         if args.to == "hf":
             export_hf(model, args.out)
