@@ -12,6 +12,7 @@ import torch
 from conftest import ROOT, pydoc_text, run_in_process
 
 from mygpt import (
+    DownloadSettings,
     GPTConfig,
     GPTModel,
     UserError,
@@ -234,3 +235,16 @@ def test_a_failed_write_leaves_nothing_and_keeps_the_old_folder(tmp_path, monkey
                        "nothing written"):  # fmt: skip
         main([str(tmp_path / "model.safetensors"), "--to", "hf", str(tmp_path / "new")])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hf", "model.safetensors"]
+
+
+@pytest.mark.slow
+def test_a_gpt2_size_exports_from_the_download_cache(models_dir, tmp_path, monkeypatch, capsys):
+    """SOURCE 124M is read from --models-dir as --init-from reads it (there: no network)."""
+    args = ("124M", "--to", "gguf", tmp_path / "g.gguf", "--models-dir", models_dir)
+    out = run_in_process("mygpt.export", (*args, "--outtype", "f32"), monkeypatch, capsys)
+    assert out.returncode == 0, out.stderr
+    assert f"Loaded OpenAI's GPT-2 124M ({models_dir / 'gpt2' / '124M'})" in out.stderr
+    model, _ = load_weights("124M", download=DownloadSettings(models_dir=models_dir))
+    stored = {t.name: t for t in gguf.GGUFReader(tmp_path / "g.gguf").tensors}
+    assert np.array_equal(stored["token_embd.weight"].data, model.tok_emb.weight.detach().numpy())
+    assert "output.weight" not in stored  # GPT-2's head is tied: stored once
