@@ -239,12 +239,15 @@ def test_a_failed_write_leaves_nothing_and_keeps_the_old_folder(tmp_path, monkey
 
 @pytest.mark.slow
 def test_a_gpt2_size_exports_from_the_download_cache(models_dir, tmp_path, monkeypatch, capsys):
-    """SOURCE 124M is read from --models-dir as --init-from reads it (there: no network)."""
-    args = ("124M", "--to", "gguf", tmp_path / "g.gguf", "--models-dir", models_dir)
+    """SOURCE 124M is read from --models-dir as --init-from reads it: complete there (from a
+    server named by --base-url, here a closed port), so nothing is fetched."""
+    args = ("124M", "--to", "gguf", tmp_path / "g.gguf", "--models-dir", models_dir,
+            "--base-url", "http://127.0.0.1:9")  # fmt: skip
     out = run_in_process("mygpt.export", (*args, "--outtype", "f32"), monkeypatch, capsys)
     assert out.returncode == 0, out.stderr
     assert f"Loaded OpenAI's GPT-2 124M ({models_dir / 'gpt2' / '124M'})" in out.stderr
-    model, _ = load_weights("124M", download=DownloadSettings(models_dir=models_dir))
+    settings = DownloadSettings(models_dir=models_dir, base_url="http://127.0.0.1:9")
+    model, _ = load_weights("124M", download=settings)
     stored = {t.name: t for t in gguf.GGUFReader(tmp_path / "g.gguf").tensors}
     assert np.array_equal(stored["token_embd.weight"].data, model.tok_emb.weight.detach().numpy())
     assert "output.weight" not in stored  # GPT-2's head is tied: stored once
