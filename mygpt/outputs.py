@@ -9,7 +9,7 @@ import fcntl
 import os
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,22 @@ def claim_output_dir(folder: Path) -> Iterator[None]:
     file left by a killed run is simply taken over; the file holds the holder's pid.
     """
     path = folder / LOCK_FILE
+    fd = _lock(path, folder)
+    if fd is None:
+        yield
+        return
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        with suppress(FileNotFoundError):
+            os.unlink(path)  # while still locked: whoever opens it next makes a new one
+        os.close(fd)
+
+
+def _lock(path: Path, folder: Path) -> int | None:
+    """The descriptor of `path`, locked; None where the file system has no locks."""
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -39,19 +55,17 @@ def claim_output_dir(folder: Path) -> Iterator[None]:
             pid = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
             os.close(fd)
             raise UserError(f"--output-dir {folder} is in use by another run (pid {pid})") from None
+        except OSError as e:  # some network mounts
+            os.close(fd)
+            print(f"warning: --output-dir {folder} cannot be locked ({e.strerror}): a second "
+                  "run into it would not be noticed", file=sys.stderr)  # fmt: skip
+            return None
         try:
             if os.fstat(fd).st_ino == os.stat(path).st_ino:
-                break
+                return fd
         except FileNotFoundError:
             pass
         os.close(fd)  # its holder removed it as we opened it: lock the one there now
-    try:
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        yield
-    finally:
-        os.unlink(path)  # while still locked: whoever opens it next makes a new one
-        os.close(fd)
 
 
 class RunOutputs:

@@ -21,10 +21,16 @@ from conftest import ROOT, run_in_process
             "--stop TEXT end a completion where its text contains TEXT (repeatable) ",
             "--seed N same seed, same completions (default: random)",
         ]),
+        ("mygpt.export", [
+            "--outtype {f32,f16,bf16,q8_0} GGUF weights (default: f16)",
+            "--force replace OUT if it exists",
+            "--source {openai,hf} openai: OpenAI's TensorFlow checkpoint",
+        ]),
     ],
 )  # fmt: skip
 def test_help_names_each_default_once(script, phrases, monkeypatch, capsys):
-    out = run_in_process(ROOT / script, ["--help"], monkeypatch, capsys)
+    target = script if script.startswith("mygpt.") else ROOT / script
+    out = run_in_process(target, ["--help"], monkeypatch, capsys)
     assert out.returncode == 0
     text = " ".join(out.stdout.split())  # argparse wraps to the terminal: match across breaks
     for nothing in ("None", "False", "[]"):
