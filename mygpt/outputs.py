@@ -57,6 +57,8 @@ def _lock(path: Path, folder: Path) -> int | None:
             raise UserError(f"--output-dir {folder} is in use by another run (pid {pid})") from None
         except OSError as e:  # some network mounts
             os.close(fd)
+            with suppress(FileNotFoundError):
+                os.unlink(path)
             print(f"warning: --output-dir {folder} cannot be locked ({e.strerror}): a second "
                   "run into it would not be noticed", file=sys.stderr)  # fmt: skip
             return None

@@ -210,3 +210,19 @@ def test_read_only_data_tokenizes_into_the_cache(tmp_path, tokenizer, monkeypatc
     again = []
     load_corpus(data, tokenizer, memmap=True, log=again.append)
     assert again == [f"Using the tokens cached in {corpus.token_file} ({len(ids):,} tokens)"]
+
+
+def test_a_folder_that_cannot_be_locked_warns_and_runs(tmp_path, monkeypatch, capsys):
+    import mygpt.outputs as outputs
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(outputs.fcntl, "flock", no_locks)
+    with outputs.claim_output_dir(tmp_path):
+        ran = True
+    assert ran and not (tmp_path / LOCK_FILE).exists()
+    assert capsys.readouterr().err == (
+        f"warning: --output-dir {tmp_path} cannot be locked (No locks available): a second run "
+        "into it would not be noticed\n"
+    )
