@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -21,6 +22,7 @@ from mygpt.cli import (
 )
 from mygpt.config import GPT2_SIZES
 from mygpt.devices import DeviceSettings, allow_tf32, make_autocast, pick_device
+from mygpt.instruct import template_of
 from mygpt.precision import auto_precision, for_inference
 from mygpt.pretrained import default_models_dir
 
@@ -74,7 +76,7 @@ def main() -> None:
         print(f"Precision: {chosen} weights{' (auto)' if auto else ''}\n")
     if run_on.compile:
         model = torch.compile(model, dynamic=True)  # prompts and the cache change lengths
-    settings = options.settings()
+    settings = replace(options.settings(), template=options.template or template_of(source))
     history = (download.models_dir or default_models_dir()) / "chat-history"
     with make_autocast(device, run_on.dtype)():
         chat(model, get_tokenizer(), settings, history_file=history)

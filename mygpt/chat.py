@@ -20,6 +20,7 @@ import torch
 
 from .errors import UserError
 from .generate import Sampling, stream_text
+from .instruct import RESPONSE, TEMPLATES, format_input
 from .model import GPTModel
 from .precision import PRECISIONS
 from .settings import setting
@@ -36,7 +37,8 @@ HISTORY_LENGTH = 1000  # lines kept in the history file
 HELP = """\
 Commands:
   /set NAME VALUE  change a setting: temperature, top_k, top_p, max_new_tokens,
-                   repetition_penalty, seed, verbose ('none' clears top_k, top_p, seed)
+                   repetition_penalty, seed, verbose ('none' clears top_k, top_p, seed),
+                   template (alpaca: each line is an instruction; none: text to complete)
   /show            the current settings
   /help            this text
   /exit            end the chat (so do 'exit', 'quit', Ctrl-D, and Ctrl-C at the prompt)
@@ -50,6 +52,7 @@ class ChatSettings:
     sampling: Sampling
     seed: int | None = None  # None: a different completion each time
     verbose: bool = False  # a timing line after each completion
+    template: str = "none"  # "alpaca": wrap each line in the book's prompt, print the response
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,14 @@ class ChatOptions:
     verbose: bool = setting(
         False, "after each completion, a dim line: tokens, seconds, tokens/s", group=CHAT
     )
+    template: str | None = setting(
+        None,
+        "alpaca: each line typed is the instruction of the book's Alpaca prompt, and only "
+        "the response is printed; none: complete the text (default: what the model's file "
+        "records, else none)",
+        group=CHAT,
+        choices=TEMPLATES,
+    )
     precision: str = setting(
         "float32",
         "weights for generation: bfloat16, int8 (Linear layers and the head), or auto "
@@ -100,7 +111,7 @@ class ChatOptions:
             sampling = replace(CHAT_SAMPLING, **{name: getattr(self, name) for name in names})
         except ValueError as e:
             raise UserError("--" + str(e).replace("_", "-")) from None
-        return ChatSettings(sampling, self.seed, self.verbose)
+        return ChatSettings(sampling, self.seed, self.verbose, self.template or "none")
 
 
 def _parse_optional(kind):
@@ -127,6 +138,7 @@ SETTINGS = {
     "repetition_penalty": float,
     "seed": _parse_optional(int),
     "verbose": _parse_bool,
+    "template": str,
 }
 
 
@@ -140,7 +152,9 @@ def apply_setting(settings: ChatSettings, name: str, text: str) -> ChatSettings:
         raise ValueError(f"{name}: not a valid value: {text!r}") from None
     if name == "max_new_tokens" and value < 1:
         raise ValueError(f"max_new_tokens must be at least 1, got {value}")
-    if name in ("seed", "verbose"):
+    if name == "template" and value not in TEMPLATES:
+        raise ValueError(f"template: one of {', '.join(TEMPLATES)}, not {value!r}")
+    if name in ("seed", "verbose", "template"):
         return replace(settings, **{name: value})
     return replace(settings, sampling=replace(settings.sampling, **{name: value}))
 
@@ -156,6 +170,7 @@ def show_settings(settings: ChatSettings) -> str:
         "seed": settings.seed,
         "verbose": "on" if settings.verbose else "off",
         "stop": ", ".join(repr(t) for t in sampling.stop) or None,
+        "template": settings.template,
     }
     return "\n".join(f"  {k}: {'none' if v is None else v}" for k, v in values.items())
 
@@ -241,10 +256,12 @@ def chat(
                 settings = new
                 continue
             prompt = prompt.removeprefix("/")  # "//text" completes "/text"
-            print(f"MyGPT: {prompt}", end="", flush=True)
+            text, sampling = wrapped(prompt, settings)
+            shown = "" if settings.template == "alpaca" else prompt  # only the response
+            print(f"MyGPT: {shown}", end="", flush=True)
             start = time.perf_counter()
             try:
-                pieces = stream_text(model, tokenizer, prompt, settings.sampling, generator)
+                pieces = stream_text(model, tokenizer, text, sampling, generator)
                 n_tokens = _print_pieces(pieces)
             except KeyboardInterrupt:  # stop this completion, keep the chat
                 print()
@@ -254,6 +271,16 @@ def chat(
                 _timing_line(n_tokens, time.perf_counter() - start)
     except KeyboardInterrupt:
         print()
+
+
+def wrapped(line: str, settings: ChatSettings) -> tuple[str, Sampling]:
+    """The text to complete for a typed line, and the sampling: with the alpaca template the
+    line is an instruction, and a response ends at the next "###" as at <|endoftext|>."""
+    if settings.template != "alpaca":
+        return line, settings.sampling
+    sampling = settings.sampling
+    text = format_input({"instruction": line.strip()}) + RESPONSE
+    return text, replace(sampling, stop=(*sampling.stop, "###"))
 
 
 def _print_pieces(pieces: Generator[str, None, int]) -> int:

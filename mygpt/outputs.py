@@ -74,8 +74,15 @@ class RunOutputs:
     """The files of one run in `output_dir`; `run` (RunConfig.to_dict) is saved with each
     checkpoint, so that --resume continues with the same settings."""
 
-    def __init__(self, output_dir: Path, trainer: Trainer, run: dict[str, Any]):
+    def __init__(
+        self,
+        output_dir: Path,
+        trainer: Trainer,
+        run: dict[str, Any],
+        model_metadata: dict[str, str] | None = None,  # kept in model.safetensors
+    ):
         self.output_dir, self.trainer, self.run = output_dir, trainer, run
+        self.model_metadata = model_metadata
         self.checkpoint_path = output_dir / "checkpoint.pt"
         self.saved_step: int | None = None  # of the last checkpoint this run wrote
 
@@ -102,7 +109,7 @@ class RunOutputs:
         trainer, state = self.trainer, self.trainer.state
         weights, plot = self.output_dir / "model.safetensors", self.output_dir / "loss-plot.png"
         try:
-            save_model(trainer.gpt, weights)
+            save_model(trainer.gpt, weights, self.model_metadata)
         except OSError as e:
             raise self.lost("the trained weights", weights, e) from None
         epochs = trainer.total_steps / trainer.steps_per_epoch

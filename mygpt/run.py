@@ -31,6 +31,7 @@ from .train import FROM_SCRATCH_LR, REPORTS, TrainSettings
 from .weights import MODEL, DownloadSettings
 
 DATA = "data"  # a group of v1's --help
+TEXT_TRAIN_RATIO, INSTRUCTION_TRAIN_RATIO = 0.9, 0.85
 DEFAULT_DATA = Path(__file__).resolve().parent.parent / "the-verdict.txt"
 # The book's run from scratch: GPT-2 124M's shape at context 256, dropout 0.1, no qkv bias.
 FROM_SCRATCH = GPTConfig(context_length=256)
@@ -53,9 +54,12 @@ class DataSettings:
         "text", "the Parquet column or JSON field that holds the text", group=DATA,
         metavar="NAME",
     )  # fmt: skip
-    train_ratio: float = setting(
-        0.9,
-        "share for training: of the characters, or of the tokens of a token file",
+    # None: TEXT_TRAIN_RATIO, or INSTRUCTION_TRAIN_RATIO for instruction data (the book's).
+    train_ratio: float | None = setting(
+        None,
+        "share for training: of the characters, or of the tokens of a token file, or of "
+        f"instruction records (default: {TEXT_TRAIN_RATIO}; {INSTRUCTION_TRAIN_RATIO} of "
+        "instruction records, the rest 10%% test, 5%% validation, as the book's chapter 7)",
         group=DATA,
     )
     memmap: bool = setting(
@@ -67,11 +71,29 @@ class DataSettings:
     stride: int | None = setting(
         None, "step between windows (default: the context length)", group=DATA, positive=True
     )
+    mask_prompt: bool = setting(
+        False,
+        "instruction data: learn only the responses (the prompt's targets are -100, the "
+        "book's exercise 7.2); off, as in the book's chapter 7: the loss covers the prompt too",
+        group=DATA,
+    )
+    max_length: int | None = setting(
+        None,
+        "instruction data: cut each record to N tokens (default: the model's context)",
+        group=DATA,
+        positive=True,
+    )
 
     def __post_init__(self) -> None:
         as_paths(self, "data")
-        require(0.0 < self.train_ratio < 1.0, "train_ratio", "must be between 0 and 1")
-        require_positive(self, "stride")
+        r = self.train_ratio
+        require(r is None or 0.0 < r < 1.0, "train_ratio", "must be between 0 and 1")
+        require_positive(self, "stride", "max_length")
+
+    def share(self, instructions: bool) -> float:
+        """The training share of this data."""
+        default = INSTRUCTION_TRAIN_RATIO if instructions else TEXT_TRAIN_RATIO
+        return default if self.train_ratio is None else self.train_ratio
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from tqdm import tqdm
 from .checkpoint import load_checkpoint, model_from_state
 from .cli import GracefulStop, banner
 from .config import GPTConfig
-from .corpus import Corpus, load_corpus, load_tokens
+from .corpus import load_corpus, load_tokens
 from .data import TokenWindows
 from .devices import (
     allow_tf32,
@@ -32,6 +32,15 @@ from .devices import (
 from .distributed import Dist, init_distributed, shutdown_distributed
 from .errors import DataError, NonFiniteError, SaveError, UserError
 from .evaluate import TextScore, score_tokens
+from .instruct import (
+    RESPONSE,
+    InstructionBatches,
+    format_input,
+    is_instruction_file,
+    load_instructions,
+    score_responses,
+    split_instructions,
+)
 from .model import GPTModel
 from .outputs import RunOutputs, claim_output_dir
 from .preflight import check_disk, check_memory, check_output_dir, n_parameters
@@ -97,14 +106,17 @@ def eval_run(config: RunConfig, checkpoint: dict | None = None) -> TextScore:
     log = partial(print, file=sys.stderr)
     try:
         with dist.main_first():  # the text first: a bad --data is refused before any download
-            data = config.data
-            tokens = load_tokens(data.data, get_tokenizer(), data.memmap or None, log,
-                                 data.text_field)  # fmt: skip
-        if len(tokens) < 2:
-            raise DataError(f"{config.data.data}: too short: {len(tokens)} token, scoring needs 2")
+            data = load_data(config, get_tokenizer(), dist, log)
+        if not isinstance(data, list) and len(data) < 2:
+            raise DataError(f"{config.data.data}: too short: {len(data)} token, scoring needs 2")
         model, _, config = start_model(config, checkpoint, dist, device, log)
-        score = score_tokens(model, tokens, batch_size=config.train.batch_size,
-                             autocast=make_autocast(device, config.device.dtype))  # fmt: skip
+        autocast = make_autocast(device, config.device.dtype)
+        if isinstance(data, list):  # instruction records: the responses' loss
+            with autocast():
+                score = score_responses(model, data, get_tokenizer(), device)
+        else:
+            score = score_tokens(model, data, batch_size=config.train.batch_size,
+                                 autocast=autocast)  # fmt: skip
         if dist.is_main:
             print(f"{score} of {shown_path(config.data.data)}")
         return score
@@ -117,11 +129,10 @@ def _train(config: RunConfig, checkpoint: dict | None, dist: Dist, device) -> Tr
     allow_tf32(config.device.tf32)
     tokenizer, data = get_tokenizer(), config.data
     with dist.main_first():  # rank 0 tokenizes into the cache first; the others then read it
-        corpus = load_corpus(data.data, tokenizer, data.train_ratio, data.memmap or None,
-                             print0, data.text_field)  # fmt: skip
+        corpus = load_data(config, tokenizer, dist, print0, split=True)
     checks = partial(preflight, config, device, dist)
     model, origin, config = start_model(config, checkpoint, dist, device, print0, checks)
-    train_windows, val_windows = windows(config, corpus, model.cfg, dist)
+    train_windows, val_windows, prompt = windows(config, corpus, model.cfg, dist)
     show_model(model, origin, device, dist, print0)
 
     print0(banner("TRAINING OUR GPT MODEL"))
@@ -134,10 +145,11 @@ def _train(config: RunConfig, checkpoint: dict | None, dist: Dist, device) -> Tr
                f"{trainer.total_steps}")  # fmt: skip
     else:
         print0("Starting Training...")
-    files = RunOutputs(config.outputs.output_dir, trainer, config.to_dict())
+    template = {"template": "alpaca"} if isinstance(corpus, tuple) else None
+    files = RunOutputs(config.outputs.output_dir, trainer, config.to_dict(), template)
     start = time.perf_counter()
     try:
-        finished = run_training(config, trainer, tokenizer, dist, files)
+        finished = run_training(config, trainer, tokenizer, dist, files, prompt)
     except NonFiniteError as e:
         advice = "lower --lr or set --grad-clip (--allow-nonfinite skips such steps)"
         raise NonFiniteError(f"{e}: {advice}; {files.last_saved()}") from None
@@ -148,15 +160,16 @@ def _train(config: RunConfig, checkpoint: dict | None, dist: Dist, device) -> Tr
     if not finished:
         report_interrupted(trainer, files, dist)
         return TrainResult(trainer.gpt, trainer.state, config, interrupted=True)
-    finish(config, trainer, tokenizer, dist, files, time.perf_counter() - start)
+    finish(config, trainer, tokenizer, dist, files, time.perf_counter() - start, prompt)
     return TrainResult(trainer.gpt, trainer.state, config)
 
 
-def finish(config: RunConfig, trainer: Trainer, tokenizer, dist: Dist, files, seconds) -> None:
+def finish(config: RunConfig, trainer: Trainer, tokenizer, dist: Dist, files, seconds,
+           prompt: str) -> None:  # fmt: skip
     """The book's closing lines, then the weights, the plot and the final checkpoint."""
     print0 = print if dist.is_main else lambda *a, **k: None
     print0(banner("POST TRAINING OUTPUT"))
-    print_sample(config, trainer, tokenizer, dist)
+    print_sample(config, trainer, tokenizer, dist, prompt)
     print0(f"Training completed in {seconds / 60:.2f} minutes.")
     if dist.is_main:
         weights, plot = files.save_results()  # first: they matter more than a checkpoint
@@ -284,21 +297,41 @@ def shown_path(path):
     return os.path.relpath(path) if path == DEFAULT_DATA else path
 
 
-def windows(
-    config: RunConfig, corpus: Corpus, cfg: GPTConfig, dist: Dist
-) -> tuple[TokenWindows, TokenWindows]:
-    """Training and validation windows of the model's context length over --data's tokens."""
+def load_data(config: RunConfig, tokenizer, dist: Dist, log, split: bool = False):
+    """--data's tokens (a Corpus split for training, or all of them), or for instruction
+    data its records (split: the training and validation records)."""
+    data = config.data
+    if is_instruction_file(data.data):
+        records = load_instructions(data.data)
+        return (
+            split_instructions(records, data.share(True), config.train.seed) if split else records
+        )
+    if not split:
+        return load_tokens(data.data, tokenizer, data.memmap or None, log, data.text_field)
+    return load_corpus(data.data, tokenizer, data.share(False), data.memmap or None, log,
+                       data.text_field)  # fmt: skip
+
+
+def windows(config: RunConfig, data, cfg: GPTConfig, dist: Dist):
+    """Training and validation batches over --data for the model's context, and the prompt
+    the samples complete: --start-context, or the first validation instruction's."""
     t = config.train
     global_batch = t.batch_size * t.grad_accum * dist.world_size
+    if isinstance(data, tuple):  # instruction records, training and validation
+        length = min(config.data.max_length or cfg.context_length, cfg.context_length)
+        train, val = (InstructionBatches.of(records, get_tokenizer(), length,
+                      config.data.mask_prompt) for records in data)  # fmt: skip
+        return train, val, format_input(data[1][0]) + RESPONSE
     try:
-        return corpus.windows(cfg.context_length, config.data.stride or cfg.context_length,
-                              global_batch)  # fmt: skip
+        train, val = data.windows(cfg.context_length, config.data.stride or cfg.context_length,
+                                  global_batch)  # fmt: skip
     except DataError as e:  # too short: name the data
         raise DataError(f"{config.data.data}: {e}") from None
+    return train, val, config.report.start_context
 
 
 def run_training(
-    config: RunConfig, trainer: Trainer, tokenizer, dist: Dist, files: RunOutputs
+    config: RunConfig, trainer: Trainer, tokenizer, dist: Dist, files: RunOutputs, prompt: str
 ) -> bool:
     """Trainer.run with the book's reports; False if Ctrl-C stopped it first."""
     every = config.report.sample_every
@@ -309,7 +342,7 @@ def run_training(
             tqdm.write(f"warning: step {state.step - 1} skipped: its loss or gradient norm is "
                        f"not finite (--allow-nonfinite)", file=sys.stderr)  # fmt: skip
         if every and state.step % every == 0:
-            print_sample(config, trainer, tokenizer, dist)
+            print_sample(config, trainer, tokenizer, dist, prompt)
 
     def on_eval(state: TrainState, train_loss: float, val_loss: float) -> None:
         if dist.is_main:
@@ -326,17 +359,15 @@ def run_training(
         return trainer.run(
             on_step=on_step,
             on_eval=on_eval,
-            on_epoch_end=lambda state: print_sample(config, trainer, tokenizer, dist),
+            on_epoch_end=lambda state: print_sample(config, trainer, tokenizer, dist, prompt),
             on_save=files.save_periodic,
             save_every=config.outputs.save_every,
             stop=stop,
         )
 
 
-def print_sample(config: RunConfig, trainer: Trainer, tokenizer, dist: Dist) -> None:
-    """A greedy completion of --start-context, on one line."""
+def print_sample(config: RunConfig, trainer: Trainer, tokenizer, dist: Dist, prompt: str) -> None:
+    """A greedy completion of `prompt`, on one line."""
     if dist.is_main:
-        report = config.report
         with trainer.autocast():
-            tqdm.write(sample_line(trainer.gpt, tokenizer, report.start_context,
-                                   report.sample_tokens))  # fmt: skip
+            tqdm.write(sample_line(trainer.gpt, tokenizer, prompt, config.report.sample_tokens))

@@ -435,7 +435,7 @@ def mean_loss(trainer: Trainer, windows: TokenWindows, seed: int | None, drop_la
             inputs, targets = windows.batch(mine)
             with trainer.autocast():
                 loss = calc_loss_batch(inputs, targets, forward, trainer.device).item()
-            n_tokens = targets.numel()
+            n_tokens = int((targets != -100).sum())  # padding of instruction batches: -100
             loss_sum = loss * n_tokens
         loss_sum, n_tokens = d.sum([loss_sum, n_tokens])
         total += loss_sum / n_tokens

@@ -94,11 +94,12 @@ def test_set_show_and_commands_in_a_piped_chat(tokenizer, capsys):
         "  seed: 3",
         "  verbose: off",
         "  stop: none",
+        "  template: none",
         "error: temperature: not a valid value: 'abc'",
         "error: top_k must be at least 1, got 0",
         "error: max_new_tokens must be at least 1, got 0",
         "error: unknown setting 'colour'; settings: temperature, top_k, top_p, max_new_tokens, "
-        "repetition_penalty, seed, verbose",
+        "repetition_penalty, seed, verbose, template",
         "error: usage: /set NAME VALUE (see /help)",
         "error: unknown command /frobnicate (see /help; '//' completes text starting with '/')",
         "  max_new_tokens = 4",
