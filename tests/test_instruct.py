@@ -206,3 +206,24 @@ def test_the_alpaca_template_prints_the_response_and_stops_at_hashes(tokenizer, 
     out = capsys.readouterr().out
     assert "\n> Name a prime number.\nMyGPT:  Seven.\n\n\n> " in out  # no prompt, no "###"
     assert "###" not in out
+
+
+@pytest.mark.slow
+def test_an_instruction_run_resumes_bit_exactly(tmp_path, monkeypatch, capsys):
+    data = tmp_path / "instructions.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in RECORDS * 30))
+    flags = ["--data", data, "--emb-dim", "32", "--n-layers", "1", "--n-heads", "2",
+             "--context-length", "96", "--batch-size", "4", "--eval-freq", "2", "--eval-iter", "2",
+             "--sample-tokens", "3"]  # fmt: skip
+
+    def v1(*args):
+        done = run_in_process(ROOT / "MyGPT_v1_local-train.py", [*flags, *args], monkeypatch,
+                              capsys)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        return [line for line in done.stdout.splitlines() if line.startswith("Ep ")]
+
+    whole = v1("--max-steps", "6", "--output-dir", tmp_path / "whole")
+    v1("--max-steps", "2", "--save-every", "2", "--output-dir", tmp_path / "part")
+    resumed = run_in_process(ROOT / "MyGPT_v1_local-train.py", ["--resume", tmp_path / "part" /
+                             "checkpoint.pt", "--max-steps", "6"], monkeypatch, capsys)  # fmt: skip
+    assert [ln for ln in resumed.stdout.splitlines() if ln.startswith("Ep ")] == whole[1:]
