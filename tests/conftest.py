@@ -32,7 +32,8 @@ def run_in_process(script: Path | str, args, monkeypatch, capsys) -> subprocess.
     monkeypatch.chdir(ROOT)
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit:
-        if isinstance(script, str):
+        if isinstance(script, str):  # as `python -m` runs it: not the copy a test imported
+            monkeypatch.delitem(sys.modules, f"{script}.__main__", raising=False)
             runpy.run_module(script, run_name="__main__", alter_sys=True)
         else:
             runpy.run_path(str(script), run_name="__main__")
