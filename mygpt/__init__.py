@@ -6,7 +6,6 @@ from .corpus import Corpus, load_corpus, load_tokens
 from .data import GPTDataset, TokenWindows, WindowOrder, create_dataloader, read_text, split_text
 from .errors import DataError, UserError
 from .evaluate import TextScore, score_tokens
-from .export import export_gguf, export_hf
 from .generate import (
     Sampling,
     complete_text,
@@ -97,3 +96,12 @@ __all__ = [
     "unwrap",
     "wrap_for_training",
 ]
+
+
+def __getattr__(name: str):
+    # The exporters import the gguf package (70 ms): load them when asked for, not at every start.
+    if name in ("export_gguf", "export_hf"):
+        from . import export
+
+        return getattr(export, name)
+    raise AttributeError(f"module 'mygpt' has no attribute {name!r}")
