@@ -18,7 +18,6 @@ from ..files import write_atomically
 from ..generate import Sampling
 from ..model import GPTModel
 from ..tokenizer import ENDOFTEXT_ID, gpt2_vocab
-from .hf import LAYER_NORM_EPS
 from .tensors import fused_qkv, plain
 
 Q = gguf.GGMLQuantizationType
@@ -98,7 +97,7 @@ def write_gguf(model: GPTModel, path: Path, outtype: str, name: str, progress: b
     writer.add_feed_forward_length(4 * cfg.emb_dim)
     writer.add_block_count(cfg.n_layers)
     writer.add_head_count(cfg.n_heads)
-    writer.add_layer_norm_eps(LAYER_NORM_EPS)
+    writer.add_layer_norm_eps(model.final_norm.eps)
     writer.add_file_type(OUTTYPES[outtype][1])
     _add_tokenizer(writer, cfg.vocab_size)
     for tensor_name, array in gguf_tensors(model):

@@ -19,8 +19,6 @@ from ..model import GPTModel
 from ..tokenizer import ASSETS, ENDOFTEXT, ENDOFTEXT_ID
 from .tensors import fused_qkv, plain
 
-LAYER_NORM_EPS = 1e-5  # mygpt.model.LayerNorm's default, which every GPTModel uses
-
 
 def hf_config(model: GPTModel) -> dict:
     """config.json of a GPT2LMHeadModel with this model's shape."""
@@ -36,7 +34,7 @@ def hf_config(model: GPTModel) -> dict:
         "n_head": cfg.n_heads,
         "n_inner": None,  # 4 * n_embd, as MyGPT's FeedForward
         "activation_function": "gelu_new",  # GELU's tanh approximation, as mygpt.model.GELU
-        "layer_norm_epsilon": LAYER_NORM_EPS,
+        "layer_norm_epsilon": model.final_norm.eps,
         "resid_pdrop": cfg.drop_rate,
         "embd_pdrop": cfg.drop_rate,
         "attn_pdrop": cfg.drop_rate,
