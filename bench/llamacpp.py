@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import os
 import shutil
 import subprocess
 import sys
@@ -19,13 +18,10 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+from mygpt.files import cache_dir
+
 VERSION = "0.3.36"  # llama-cpp-python; its vendored llama.cpp is what the tests run against
 TOOLS = ("llama-bench", "llama-completion", "llama-perplexity")
-
-
-def cache_root() -> Path:
-    base = os.environ.get("MYGPT_CACHE_DIR") or Path.home() / ".cache" / "mygpt"
-    return Path(base) / "llama.cpp"
 
 
 def cpu_key() -> str:
@@ -36,7 +32,7 @@ def cpu_key() -> str:
 
 
 def build_dir() -> Path:
-    return cache_root() / f"{VERSION}-{cpu_key()}"
+    return cache_dir() / "llama.cpp" / f"{VERSION}-{cpu_key()}"
 
 
 def tools_dir() -> Path | None:

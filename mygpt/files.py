@@ -89,8 +89,9 @@ def check_readable(path: str | Path) -> None:
         raise UserError(f"{path}: is {kind}, not a file or a folder")
 
 
-def cache_dir() -> Path:
-    """Where MyGPT keeps what it can make again: $MYGPT_CACHE_DIR, else the user's cache."""
-    if os.environ.get("MYGPT_CACHE_DIR"):
-        return Path(os.environ["MYGPT_CACHE_DIR"]).expanduser()
+def cache_dir(variable: str = "MYGPT_CACHE_DIR") -> Path:
+    """Where MyGPT keeps what it can make again: $`variable` if set, else ~/.cache/mygpt (or
+    $XDG_CACHE_HOME/mygpt)."""
+    if os.environ.get(variable):
+        return Path(os.environ[variable]).expanduser()
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mygpt"

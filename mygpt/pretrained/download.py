@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from ..config import GPT2_SIZES
 from ..errors import UserError
+from ..files import cache_dir
 
 OPENAI_FILES = (
     "checkpoint",
@@ -78,10 +79,7 @@ class RetryPolicy:
 
 def default_models_dir() -> Path:
     """$MYGPT_MODELS_DIR, else ~/.cache/mygpt (or $XDG_CACHE_HOME/mygpt)."""
-    if os.environ.get("MYGPT_MODELS_DIR"):
-        return Path(os.environ["MYGPT_MODELS_DIR"]).expanduser()
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return cache / "mygpt"
+    return cache_dir("MYGPT_MODELS_DIR")
 
 
 def download_size(model_size: str, source: str = "openai") -> int | None:
