@@ -15,7 +15,6 @@ import torch
 from .checkpoint import load_trained_model, model_from_state
 from .config import GPT2_SIZES, GPTConfig, gpt2_config
 from .errors import UserError
-from .files import check_readable
 from .model import GPTModel
 from .pretrained import RetryPolicy, default_models_dir, download_gpt2, load_gpt2
 from .pretrained.download import download_size
@@ -89,8 +88,7 @@ def load_weights(
     if str(source) in GPT2_SIZES and expect == "any":
         folder = gpt2_folder(str(source), download, log)
         return load_gpt2(folder, device), f"OpenAI's GPT-2 {source} ({folder})"
-    path = Path(source)
-    check_readable(path)
+    path = Path(source)  # load_gpt2 and load_trained_model refuse a pipe or a device
     if not path.exists() and expect == "any":
         raise UserError(f"{source}: no such file or folder (GPT-2 sizes: {', '.join(GPT2_SIZES)})")
     if expect == "folder" or (expect == "any" and path.is_dir()):
