@@ -137,6 +137,10 @@ class InstructionBatches:
     mask_prompt: bool = False
     stride = 0  # what a checkpoint's data signature records of windows
 
+    def __post_init__(self) -> None:
+        # All the ids in one array, as TokenWindows.tokens: made once, not at each checkpoint.
+        self.tokens = np.fromiter((n for item in self.items for n in item), dtype=np.int64)
+
     @classmethod
     def of(cls, records, tokenizer, context_length, mask_prompt) -> InstructionBatches:
         encoded = [encode_record(r, tokenizer) for r in records]
@@ -144,10 +148,6 @@ class InstructionBatches:
 
     def __len__(self) -> int:
         return len(self.items)
-
-    @property
-    def tokens(self) -> np.ndarray:
-        return np.array([n for item in self.items for n in item])
 
     def batch(self, rows) -> tuple[Tensor, Tensor]:
         rows = [int(r) for r in rows]
