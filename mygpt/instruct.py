@@ -56,9 +56,25 @@ def is_instruction_file(path: Path) -> bool:
     """A .json or .jsonl file whose first record has an "instruction" field."""
     if not path.is_file() or path.suffix.lower() not in (".json", ".jsonl"):
         return False
+    try:
+        return "instruction" in _first_record(path)
+    except (ValueError, UnicodeDecodeError, TypeError):
+        return False  # not JSON records: the corpus reader says what is wrong
+
+
+def _first_record(path: Path) -> dict:
+    """The first record, parsed alone: a .jsonl's first line, a .json list's first element
+    (from its first megabyte: the whole file is read only by the reader that takes it)."""
     with open(path, "rb") as f:
-        head = f.read(4096).lstrip()
-    return head.startswith((b"[", b"{")) and b'"instruction"' in head
+        if path.suffix.lower() == ".jsonl":
+            line = next((line for line in f if line.strip()), b"{}")
+            return json.loads(line)
+        head = f.read(1 << 20).decode("utf-8", errors="ignore").lstrip()
+    if not head.startswith("["):
+        return {}
+    start = len(head) - len(head[1:].lstrip())
+    record, _ = json.JSONDecoder().raw_decode(head, start)
+    return record if isinstance(record, dict) else {}
 
 
 def load_instructions(path: Path) -> list[dict]:

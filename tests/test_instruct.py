@@ -227,3 +227,24 @@ def test_an_instruction_run_resumes_bit_exactly(tmp_path, monkeypatch, capsys):
     resumed = run_in_process(ROOT / "MyGPT_v1_local-train.py", ["--resume", tmp_path / "part" /
                              "checkpoint.pt", "--max-steps", "6"], monkeypatch, capsys)  # fmt: skip
     assert [ln for ln in resumed.stdout.splitlines() if ln.startswith("Ep ")] == whole[1:]
+
+
+def test_instruction_data_is_told_by_its_first_record(tmp_path):
+    from mygpt.instruct import is_instruction_file
+
+    files = {
+        "late-key.json": json.dumps(
+            [{"output": "x" * 10_000, "instruction": "i"}]
+        ),  # key past 4 kB
+        "spaced.json": '  [ {"instruction": "i", "output": "o"} ]',
+        "quoted.json": json.dumps([{"text": 'a text that says "instruction"'}]),
+        "lines.jsonl": '\n{"instruction": "i", "output": "o"}\n',
+        "text-first.jsonl": '{"text": "t"}\n{"instruction": "i", "output": "o"}\n',
+        "broken.json": '[{"instruction": ',
+    }
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    told = {name: is_instruction_file(tmp_path / name) for name in files}
+    expected = {"late-key.json": True, "spaced.json": True, "quoted.json": False,
+                "lines.jsonl": True, "text-first.jsonl": False, "broken.json": False}  # fmt: skip
+    assert told == expected
