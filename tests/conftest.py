@@ -14,6 +14,8 @@ from mygpt import GPTConfig, GPTModel, get_tokenizer
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
 sys.path.insert(0, str(Path(__file__).parent))  # for `reference`
+sys.path.insert(0, str(ROOT / "bench"))  # its helpers: pydoc_text, llamacpp (not a package)
+from pydoc_text import pydoc_text  # noqa: E402 (real English that every Python ships)
 
 TINY = GPTConfig(vocab_size=50257, context_length=32, emb_dim=32, n_heads=4, n_layers=2)
 
@@ -114,13 +116,6 @@ def models_dir(tf_checkpoint, shared_tmp):
             load_gpt2(download_gpt2("124M", models, base_url=server.url))
 
     return made_once(shared_tmp / "models", make)
-
-
-def pydoc_text() -> str:
-    """Real English that every Python ships (as bench/pydoc_text.py writes it)."""
-    from pydoc_data.topics import topics
-
-    return "\n\n".join(topics[name] for name in sorted(topics))
 
 
 TRAINED = GPTConfig(

@@ -7,16 +7,13 @@ them these tests skip, unless MYGPT_REQUIRE_LLAMACPP=1 (as .ci/run sets after bu
 import os
 import re
 import subprocess
-import sys
 
+import llamacpp  # bench/llamacpp.py: conftest puts bench/ on the path
 import pytest
 import torch
-from conftest import ROOT, pydoc_text
+from conftest import pydoc_text
 
 from mygpt import export_gguf, generate, load_model
-
-sys.path.insert(0, str(ROOT / "bench"))
-import llamacpp  # noqa: E402 (bench/ is not a package)
 
 TOOLS = llamacpp.tools_dir()
 if TOOLS is None:
