@@ -34,12 +34,23 @@ def read_metadata(path: str | Path) -> dict[str, str]:
         return f.metadata() or {}
 
 
-def load_model(path: str | Path, device: torch.device | str = "cpu") -> GPTModel:
-    """A GPTModel, in eval mode, from a file written by `save_model`."""
+def load_model(
+    path: str | Path,
+    device: torch.device | str = "cpu",
+    linear_dtype: torch.dtype = torch.float32,
+) -> GPTModel:
+    """A GPTModel, in eval mode, from a file written by `save_model`; read a tensor at a time,
+    its Linear matrices stored in `linear_dtype` (see pretrained.load_gpt2)."""
     with safe_open(str(path), framework="pt", device=str(device)) as f:
         cfg = GPTConfig(**json.loads(f.metadata()["config"]))
-        state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no iterator)
+        state = {k: as_stored(k, f.get_tensor(k), linear_dtype) for k in f.keys()}  # noqa: SIM118
     return model_from_state(cfg, state).eval()
+
+
+def as_stored(name: str, tensor: torch.Tensor, linear_dtype: torch.dtype) -> torch.Tensor:
+    """`tensor` in `linear_dtype` if it is a Linear layer's matrix, else as it is."""
+    is_matrix = tensor.dim() == 2 and not name.startswith(("tok_emb.", "pos_emb."))
+    return tensor.to(linear_dtype) if is_matrix else tensor
 
 
 def model_from_state(cfg: GPTConfig, state: dict[str, torch.Tensor]) -> GPTModel:
@@ -88,7 +99,11 @@ def _reason(e: Exception) -> str:
     return first[:120] or type(e).__name__
 
 
-def load_trained_model(path: str | Path, device: torch.device | str = "cpu") -> GPTModel:
+def load_trained_model(
+    path: str | Path,
+    device: torch.device | str = "cpu",
+    linear_dtype: torch.dtype = torch.float32,
+) -> GPTModel:
     """A GPTModel from weights written by v1: model.safetensors or a training checkpoint."""
     path = Path(path)
     check_readable(path)
@@ -98,10 +113,17 @@ def load_trained_model(path: str | Path, device: torch.device | str = "cpu") -> 
         magic = f.read(16)
     if path.suffix == ".safetensors" or magic[8:9] == b"{":  # a safetensors header is JSON
         try:
-            return load_model(path, device)
+            return load_model(path, device, linear_dtype)
         except (KeyError, OSError, ValueError, TypeError, SafetensorError) as e:
             raise UserError(
                 f"{path}: damaged or not weights saved by MyGPT ({_reason(e)})"
             ) from None
     ckpt = load_checkpoint(path, device)
-    return model_from_state(GPTConfig(**ckpt["config"]), ckpt["model"]).eval()
+    if "lora" in ckpt:
+        raise UserError(
+            f"{path}: a LoRA run's checkpoint holds only its adapters; use the run's "
+            "model.safetensors (base and adapters merged), or its adapter.safetensors with "
+            "--lora-adapter on its base weights"
+        )
+    state = {k: as_stored(k, v, linear_dtype) for k, v in ckpt["model"].items()}
+    return model_from_state(GPTConfig(**ckpt["config"]), state).eval()

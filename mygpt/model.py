@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from .config import GPTConfig
 
@@ -161,6 +162,9 @@ class GPTModel(nn.Module):
         self.trf_blocks = nn.ModuleList(TransformerBlock(cfg, i) for i in range(cfg.n_layers))
         self.final_norm = LayerNorm(cfg.emb_dim)
         self.out_head = nn.Linear(cfg.emb_dim, cfg.vocab_size, bias=False)
+        # Training keeps only each block's input and recomputes the rest in the backward pass:
+        # memory for long contexts and large models, for about a third more compute.
+        self.activation_checkpointing = False
 
     def tie_weights(self) -> GPTModel:
         """Share one matrix between the token embedding and the output head, as GPT-2 does."""
@@ -186,7 +190,10 @@ class GPTModel(nn.Module):
         positions = torch.arange(start, start + T, device=in_idx.device)
         x = self.drop_emb(self.tok_emb(in_idx) + self.pos_emb(positions))  # (B, T, emb_dim)
         for block in self.trf_blocks:
-            x = block(x, kv_cache)
+            if self.activation_checkpointing and self.training and torch.is_grad_enabled():
+                x = checkpoint(block, x, kv_cache, use_reentrant=False)
+            else:
+                x = block(x, kv_cache)
         if kv_cache is not None:
             kv_cache.advance(T)
         return self.out_head(self.final_norm(x))  # (B, T, vocab_size)

@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from .checkpoint import save_checkpoint, save_model
 from .errors import SaveError, UserError
+from .lora import AdapterInfo, merged, save_adapter
 from .plot import plot_losses
 from .train import Trainer
 
@@ -80,10 +81,12 @@ class RunOutputs:
         trainer: Trainer,
         run: dict[str, Any],
         model_metadata: dict[str, str] | None = None,  # kept in model.safetensors
+        adapter: AdapterInfo | None = None,  # a LoRA run's: kept in adapter.safetensors
     ):
         self.output_dir, self.trainer, self.run = output_dir, trainer, run
-        self.model_metadata = model_metadata
+        self.model_metadata, self.adapter = model_metadata, adapter
         self.checkpoint_path = output_dir / "checkpoint.pt"
+        self.adapter_path = output_dir / "adapter.safetensors"
         self.saved_step: int | None = None  # of the last checkpoint this run wrote
 
     def save_checkpoint(self, what: str) -> Path:
@@ -91,7 +94,8 @@ class RunOutputs:
         state = self.trainer.state_dict()
         if self.trainer.dist.is_main:
             try:
-                save_checkpoint({**state, "run": self.run}, self.checkpoint_path)
+                lora = {"lora": self.adapter.to_dict()} if self.adapter else {}
+                save_checkpoint({**state, "run": self.run, **lora}, self.checkpoint_path)
             except OSError as e:
                 raise self.lost(what, self.checkpoint_path, e) from None
         self.saved_step = self.trainer.state.step
@@ -105,13 +109,22 @@ class RunOutputs:
             tqdm.write(f"warning: {e}; training goes on", file=sys.stderr)
 
     def save_results(self) -> tuple[Path, Path]:
-        """model.safetensors, then loss-plot.png (the weights matter more); their paths."""
+        """model.safetensors (a LoRA run's merged, after its adapter.safetensors), then
+        loss-plot.png (the weights matter more); their paths."""
         trainer, state = self.trainer, self.trainer.state
         weights, plot = self.output_dir / "model.safetensors", self.output_dir / "loss-plot.png"
+        model = trainer.gpt
+        if self.adapter:
+            try:
+                save_adapter(model, self.adapter, self.adapter_path)
+            except OSError as e:
+                raise self.lost("the trained adapters", self.adapter_path, e) from None
+            model = merged(model)
         try:
-            save_model(trainer.gpt, weights, self.model_metadata)
+            save_model(model, weights, self.model_metadata)
         except OSError as e:
             raise self.lost("the trained weights", weights, e) from None
+        del model
         epochs = trainer.total_steps / trainer.steps_per_epoch
         try:
             plot_losses(epochs, state.eval_tokens_seen, state.train_losses, state.val_losses, plot)

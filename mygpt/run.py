@@ -18,6 +18,7 @@ from .config import GPTConfig
 from .corpus import IN_MEMORY_LIMIT
 from .devices import DeviceSettings
 from .errors import UserError
+from .lora import LORA, LoRASettings
 from .settings import (
     as_paths,
     flag_fields,
@@ -178,7 +179,7 @@ class OutputSettings:
 
 @dataclass(frozen=True)
 class RunConfig:
-    """A whole v1 run. Parts: data, model, download, train, report, outputs, device."""
+    """A whole v1 run. Parts: data, model, download, train, report, outputs, device, lora."""
 
     data: DataSettings = DataSettings()
     model: ModelSettings = ModelSettings()
@@ -187,6 +188,7 @@ class RunConfig:
     report: ReportSettings = ReportSettings()
     outputs: OutputSettings = OutputSettings()
     device: DeviceSettings = DeviceSettings()
+    lora: LoRASettings = LoRASettings()
     eval_only: bool = setting(False, "print the loss on all of --data; no training", group=REPORTS)
     no_memory_check: bool = setting(
         False, "train even if the estimated memory exceeds what the device has free",
@@ -289,6 +291,7 @@ GROUPS = {
     "training": None,
     REPORTS: None,
     "device and precision": None,
+    LORA: "Frozen weights in bfloat16 and activation checkpointing fit GPT-2 1558M in 12 GB.",
 }
 
 

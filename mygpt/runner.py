@@ -41,9 +41,27 @@ from .instruct import (
     score_responses,
     split_instructions,
 )
+from .lora import (
+    AdapterInfo,
+    apply_lora,
+    check_base,
+    check_rank,
+    fingerprint,
+    has_lora,
+    load_adapter_state,
+    lora_summary,
+    read_adapter,
+)
 from .model import GPTModel
 from .outputs import RunOutputs, claim_output_dir
-from .preflight import check_disk, check_memory, check_output_dir, n_parameters
+from .preflight import (
+    Plan,
+    check_disk,
+    check_memory,
+    check_output_dir,
+    lora_parameters,
+    n_parameters,
+)
 from .run import DEFAULT_DATA, SHAPE, RunConfig
 from .settings import flag_of
 from .tokenizer import get_tokenizer
@@ -109,7 +127,8 @@ def eval_run(config: RunConfig, checkpoint: dict | None = None) -> TextScore:
             data = load_data(config, get_tokenizer(), dist, log)
         if not isinstance(data, list) and len(data) < 2:
             raise DataError(f"{config.data.data}: too short: {len(data)} token, scoring needs 2")
-        model, _, config = start_model(config, checkpoint, dist, device, log)
+        started = start_model(config, checkpoint, dist, device, log)
+        model, config = started.model, started.config
         autocast = make_autocast(device, config.device.dtype)
         if isinstance(data, list):  # instruction records: the responses' loss
             with autocast():
@@ -130,10 +149,11 @@ def _train(config: RunConfig, checkpoint: dict | None, dist: Dist, device) -> Tr
     tokenizer, data = get_tokenizer(), config.data
     with dist.main_first():  # rank 0 tokenizes into the cache first; the others then read it
         corpus = load_data(config, tokenizer, dist, print0, split=True)
-    checks = partial(preflight, config, device, dist)
-    model, origin, config = start_model(config, checkpoint, dist, device, print0, checks)
+    checks = partial(preflight, device, dist)
+    started = start_model(config, checkpoint, dist, device, print0, checks)
+    model, config = started.model, started.config
     train_windows, val_windows, prompt = windows(config, corpus, model.cfg, dist)
-    show_model(model, origin, device, dist, print0)
+    show_model(model, started.origin, device, dist, print0)
 
     print0(banner("TRAINING OUR GPT MODEL"))
     print0(f"\nLoaded training data from: {shown_path(data.data)}")
@@ -146,7 +166,8 @@ def _train(config: RunConfig, checkpoint: dict | None, dist: Dist, device) -> Tr
     else:
         print0("Starting Training...")
     template = {"template": "alpaca"} if isinstance(corpus, tuple) else None
-    files = RunOutputs(config.outputs.output_dir, trainer, config.to_dict(), template)
+    files = RunOutputs(config.outputs.output_dir, trainer, config.to_dict(), template,
+                       started.adapter)  # fmt: skip
     start = time.perf_counter()
     try:
         finished = run_training(config, trainer, tokenizer, dist, files, prompt)
@@ -175,6 +196,8 @@ def finish(config: RunConfig, trainer: Trainer, tokenizer, dist: Dist, files, se
         weights, plot = files.save_results()  # first: they matter more than a checkpoint
         print(f"Loss plot saved to: {plot}")
         print(f"Model weights saved to: {weights}")
+        if files.adapter:
+            print(f"LoRA adapters saved to: {files.adapter_path}")
     if config.outputs.save_every:
         files.save_checkpoint("the final checkpoint")
         print0(f"Checkpoint saved to: {files.checkpoint_path}")
@@ -196,6 +219,7 @@ def make_trainer(config: RunConfig, model: GPTModel, train_windows: TokenWindows
     """AdamW, the compiled or DDP-wrapped model, and the loop that steps them."""
     t = config.train
     optimizer = make_optimizer(model, t.lr, t.weight_decay, device, t.decay_matrices_only)
+    model.activation_checkpointing = t.activation_checkpointing
     net = wrap_for_training(model, device, dist, config.device.compile)
     autocast = make_autocast(device, config.device.dtype)
     return Trainer(net, optimizer, train_windows, val_windows, t, device, dist, autocast)
@@ -223,58 +247,119 @@ def report_interrupted(trainer: Trainer, files: RunOutputs, dist: Dist) -> None:
         )
 
 
+@dataclass
+class StartedModel:
+    """The model a run trains or scores, where its weights came from (None: a new model),
+    the config resolved against them, and with LoRA what its adapter file will record."""
+
+    model: GPTModel
+    origin: str | None
+    config: RunConfig
+    adapter: AdapterInfo | None = None
+
+
+Checks = Callable[[RunConfig, GPTConfig, bool], None]
+
+
 def start_model(
     config: RunConfig,
     checkpoint: dict | None,
     dist: Dist,
     device,
     log: Callable,
-    checks: Callable[[GPTConfig, bool], None] | None = None,
-) -> tuple[GPTModel, str | None, RunConfig]:
+    checks: Checks | None = None,
+) -> StartedModel:
     """The model to train or score: a checkpoint's (--resume), loaded weights (--init-from), or
-    a new one; where its weights came from; and the config resolved against them.
+    a new one, with LoRA adapters if asked (new, --lora-adapter's, or a LoRA checkpoint's).
 
-    `checks(cfg, tied)` runs before a new model is built, or once the weights are loaded.
+    `checks(config, cfg, tied)` runs before a new model is built or weights are loaded (where
+    their shape is known beforehand), and once they are.
     """
-    checks = checks or (lambda cfg, tied: None)
+    checks = checks or (lambda config, cfg, tied: None)
     torch.manual_seed(config.train.seed + dist.rank)  # rank 0 as one process; DDP copies it
+    saved_lora = checkpoint.get("lora") if checkpoint else None
     if checkpoint:
+        check_resumed_shape(config, GPTConfig(**checkpoint["config"]))
+    if checkpoint and saved_lora is None:
         saved = GPTConfig(**checkpoint["config"])
-        m = config.model
-        changed = [f"{flag_of(k)} {getattr(saved, k)}, not {getattr(m, k)}" for k in SHAPE
-                   if getattr(m, k) is not None and getattr(m, k) != getattr(saved, k)]  # fmt: skip
-        if changed:
-            raise UserError(f"--resume: the checkpoint's model has {'; '.join(changed)}")
         config = config.resolve(saved)
         model = model_from_state(replace(saved, drop_rate=config.model.drop_rate),
                                  checkpoint["model"])  # fmt: skip
-        checks(model.cfg, model.is_tied)
-        return model.to(device), str(config.outputs.resume), config
+        checks(config, model.cfg, model.is_tied)
+        return StartedModel(model.to(device), str(config.outputs.resume), config)
+    adapter = None
+    if config.lora.lora_adapter and not checkpoint:
+        adapter, tensors = read_adapter(config.lora.lora_adapter)
+        config = replace(config, lora=config.lora.with_adapter(adapter))
+    model, origin, config, base = base_model(config, dist, device, log, checks)
+    if not config.lora.enabled:
+        return StartedModel(model, origin, config)
+    apply_lora(model, config.lora)
+    model.to(device)
+    source = config.model.init_from or f"a new model (--seed {config.train.seed})"
+    if saved_lora is not None:  # --resume: the checkpoint's adapters
+        resumed = f"--resume {config.outputs.resume}"
+        check_base(AdapterInfo.from_dict(saved_lora), base, source, resumed)
+        load_adapter_state(model, checkpoint["model"])
+    elif adapter is not None:
+        check_base(adapter, base, source, f"--lora-adapter {config.lora.lora_adapter}")
+        load_adapter_state(model, tensors)
+    info = AdapterInfo.of(config.lora, source, base, model.cfg)
+    return StartedModel(model, origin, config, info)
+
+
+def check_resumed_shape(config: RunConfig, saved: GPTConfig) -> None:
+    """--resume may not change the model's shape."""
+    m = config.model
+    changed = [f"{flag_of(k)} {getattr(saved, k)}, not {getattr(m, k)}" for k in SHAPE
+               if getattr(m, k) is not None and getattr(m, k) != getattr(saved, k)]  # fmt: skip
+    if changed:
+        raise UserError(f"--resume: the checkpoint's model has {'; '.join(changed)}")
+
+
+def base_model(
+    config: RunConfig, dist: Dist, device, log: Callable, checks: Checks
+) -> tuple[GPTModel, str | None, RunConfig, str | None]:
+    """--init-from's weights (at the run's context and dropout) or a new model; where they came
+    from; the config resolved against them; with LoRA, the fingerprint of the full weights."""
+    lora = config.lora
     if not config.is_fine_tuning:
         config = config.resolve()
         cfg = config.gpt_config(get_tokenizer().n_vocab)
-        checks(cfg, False)
-        return GPTModel(cfg).to(device), None, config
+        checks(config, cfg, False)
+        model = GPTModel(cfg)
+        return model.to(device), None, config, fingerprint(model) if lora.enabled else None
     source = config.model.init_from
-    if expected := source_config(source):  # a GPT-2 size: refuse before downloading
-        config.resolve(expected)
+    if peeked := source_config(source):  # refuse a bad shape or size before loading
+        expected, tied = peeked
+        resolved = config.resolve(expected)
+        checks(resolved, replace(expected, context_length=resolved.model.context_length), tied)
+    linear_dtype = lora.dtype if lora.enabled else torch.float32
     with dist.main_first():  # rank 0 downloads or converts first; the others then read it
-        model, origin = load_weights(source, device, config.download, log)
+        model, origin = load_weights(source, device, config.download, log,
+                                     linear_dtype=linear_dtype)  # fmt: skip
+    base = fingerprint(model) if lora.enabled else None  # before a shorter context cuts it
     config = config.resolve(model.cfg)
     model = reshaped(model, config.model.context_length, config.model.drop_rate)
-    checks(model.cfg, model.is_tied)
-    return model, origin, config
+    checks(config, model.cfg, model.is_tied)
+    return model, origin, config, base
 
 
-def preflight(config: RunConfig, device, dist: Dist, cfg: GPTConfig, tied: bool) -> None:
+def preflight(device, dist: Dist, config: RunConfig, cfg: GPTConfig, tied: bool) -> None:
     """Room on disk for the run's files and in memory for its training steps, or a UserError."""
-    n_params = n_parameters(cfg, tied)
+    lora = config.lora
+    if lora.enabled:
+        check_rank(cfg, lora.lora_rank)
+    plan = Plan(lora.lora_rank, lora.targets if lora.enabled else (),
+                2 if lora.dtype == torch.bfloat16 else 4,
+                config.train.activation_checkpointing)  # fmt: skip
     if not config.no_memory_check:
         dtype = resolve_dtype(device, config.device.dtype)
-        check_memory(cfg, n_params, config.train.batch_size, dtype, device)
+        check_memory(cfg, tied, config.train.batch_size, dtype, device, plan)
     if dist.is_main:
-        save_every = config.outputs.save_every
-        check_disk(config.outputs.output_dir, n_params, checkpoints=bool(save_every))
+        n_trained = lora_parameters(cfg, lora.lora_rank, lora.targets) if lora.enabled else None
+        check_disk(config.outputs.output_dir, n_parameters(cfg, tied),
+                   bool(config.outputs.save_every), n_trained)  # fmt: skip
 
 
 def show_model(model: GPTModel, origin: str | None, device, dist: Dist, print0: Callable) -> None:
@@ -290,7 +375,10 @@ def show_model(model: GPTModel, origin: str | None, device, dist: Dist, print0: 
     if origin is not None:
         print0(f"Weights from: {origin}")
     processes = f", {dist.world_size} processes" if dist.enabled else ""
-    print0(f"({model.num_parameters():,} parameters, on {device.type}{processes})\n")
+    print0(f"({model.num_parameters():,} parameters, on {device.type}{processes})")
+    if has_lora(model):
+        print0(lora_summary(model))
+    print0()
 
 
 def shown_path(path):

@@ -25,6 +25,7 @@ from .data import TokenWindows, WindowOrder
 from .distributed import Dist
 from .errors import NonFiniteError, UserError
 from .generate import complete_text
+from .lora import adapter_state, has_lora, load_adapter_state
 from .model import GPTModel
 from .settings import require, require_non_negative, require_positive, setting
 
@@ -67,6 +68,12 @@ class TrainSettings:
         "warning) instead of stopping the run",
         group=TRAINING,
     )
+    activation_checkpointing: bool = setting(
+        False,
+        "keep only each block's input for the backward pass and recompute the rest: far "
+        "less memory for long contexts and large models, for about a third more compute",
+        group=TRAINING,
+    )
     eval_freq: int = setting(
         5, "evaluate after step 0 and every N steps", group=REPORTS, positive=True
     )
@@ -104,10 +111,11 @@ def make_optimizer(
     device: torch.device | str,
     decay_matrices_only: bool = False,
 ) -> torch.optim.AdamW:
-    """AdamW; the fused kernel where the device has one (same maths, far faster on a CPU)."""
-    params: Any = model.parameters()
+    """AdamW over the trainable parameters; the fused kernel where the device has one (same
+    maths, far faster on a CPU)."""
+    params: Any = [p for p in model.parameters() if p.requires_grad]  # LoRA: the adapters
     if decay_matrices_only:
-        named = list(model.named_parameters())
+        named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
         params = [
             {"params": [p for _, p in named if p.dim() >= 2], "weight_decay": weight_decay},
             {"params": [p for _, p in named if p.dim() < 2], "weight_decay": 0.0},
@@ -457,8 +465,9 @@ def trainer_state(trainer: Trainer) -> dict[str, Any]:
     rng = {"cpu": torch.get_rng_state()}
     if trainer.device.type == "cuda":
         rng["cuda"] = torch.cuda.get_rng_state(trainer.device)
+    gpt = trainer.gpt
     return {
-        "model": trainer.gpt.state_dict(),
+        "model": adapter_state(gpt) if has_lora(gpt) else gpt.state_dict(),  # LoRA: adapters
         "config": asdict(trainer.gpt.cfg),
         "optimizer": trainer.optimizer.state_dict(),
         "state": asdict(trainer.state),
@@ -474,7 +483,10 @@ def restore_trainer(trainer: Trainer, ckpt: dict[str, Any]) -> None:
             f"the checkpoint was trained on other data or windows ({ckpt['data']}); "
             f"this run has {data_signature(trainer)}"
         )
-    trainer.gpt.load_state_dict(ckpt["model"])
+    if has_lora(trainer.gpt):
+        load_adapter_state(trainer.gpt, ckpt["model"])
+    else:
+        trainer.gpt.load_state_dict(ckpt["model"])
     trainer.optimizer.load_state_dict(ckpt["optimizer"])
     trainer.state = TrainState(**ckpt["state"])
     rngs, rank = ckpt["rng"], trainer.dist.rank

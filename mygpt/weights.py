@@ -18,6 +18,7 @@ from .errors import UserError
 from .model import GPTModel
 from .pretrained import RetryPolicy, default_models_dir, download_gpt2, load_gpt2
 from .pretrained.download import download_size
+from .pretrained.load import folder_config
 from .settings import as_paths, setting
 
 MODEL = "model"  # the group of v1's --help
@@ -68,9 +69,13 @@ def gpt2_folder(size: str, download: DownloadSettings, log: Callable[[str], None
     )
 
 
-def source_config(source: str) -> GPTConfig | None:
-    """The shape of a GPT-2 size, known before downloading it; None for folders and files."""
-    return gpt2_config(source, drop_rate=0.0, qkv_bias=True) if source in GPT2_SIZES else None
+def source_config(source: str) -> tuple[GPTConfig, bool] | None:
+    """The shape of the weights at `source` and whether their head is tied, known before
+    downloading or loading them: a GPT-2 size's, a folder's; None for files and the unknown."""
+    if source in GPT2_SIZES:
+        return gpt2_config(source, drop_rate=0.0, qkv_bias=True), True
+    path = Path(source)
+    return folder_config(path) if path.is_dir() else None
 
 
 def load_weights(
@@ -79,21 +84,23 @@ def load_weights(
     download: DownloadSettings = DownloadSettings(),
     log: Callable[[str], None] = print,
     expect: Literal["any", "folder", "file"] = "any",
+    linear_dtype: torch.dtype = torch.float32,
 ) -> tuple[GPTModel, str]:
     """A model from a GPT-2 size, a checkpoint folder (OpenAI's or the hub's layout), or
     v1's model.safetensors / checkpoint.pt; and a line saying where its weights came from.
 
-    `expect` "folder" or "file" takes `source` as that kind only (v2's --checkpoint-dir, ...).
+    `expect` "folder" or "file" takes `source` as that kind only (v2's --checkpoint-dir, ...);
+    `linear_dtype` stores the Linear matrices in another dtype (a LoRA run's frozen base).
     """
     if str(source) in GPT2_SIZES and expect == "any":
         folder = gpt2_folder(str(source), download, log)
-        return load_gpt2(folder, device), f"OpenAI's GPT-2 {source} ({folder})"
+        return load_gpt2(folder, device, linear_dtype), f"OpenAI's GPT-2 {source} ({folder})"
     path = Path(source)  # load_gpt2 and load_trained_model refuse a pipe or a device
     if not path.exists() and expect == "any":
         raise UserError(f"{source}: no such file or folder (GPT-2 sizes: {', '.join(GPT2_SIZES)})")
     if expect == "folder" or (expect == "any" and path.is_dir()):
-        return load_gpt2(path, device), f"the GPT-2 checkpoint folder {path}"
-    return load_trained_model(path, device), str(path)
+        return load_gpt2(path, device, linear_dtype), f"the GPT-2 checkpoint folder {path}"
+    return load_trained_model(path, device, linear_dtype), str(path)
 
 
 def reshaped(model: GPTModel, context_length: int, drop_rate: float) -> GPTModel:

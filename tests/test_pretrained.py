@@ -185,7 +185,9 @@ def test_converted_file_is_reused_and_rebuilt_when_stale_or_corrupt(
 
     calls = []
     real_reader = load.read_tf_checkpoint
-    monkeypatch.setattr(load, "read_tf_checkpoint", lambda f: calls.append(f) or real_reader(f))
+    monkeypatch.setattr(
+        load, "read_tf_checkpoint", lambda f, out: calls.append(f) or real_reader(f, out)
+    )
     with torch.no_grad():
         torch.testing.assert_close(load_gpt2(folder)(ids), expected, rtol=0, atol=0)
     assert calls == []  # no TensorFlow on a later start

@@ -12,13 +12,14 @@ import subprocess
 import sys
 import tempfile
 import warnings
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.numpy import load_file
+from safetensors import SafetensorError, safe_open
 
 from ..checkpoint import load_model, model_from_state, read_metadata, save_model
 from ..config import GPTConfig
@@ -31,8 +32,17 @@ TF_SOURCES = ("hparams.json", "model.ckpt.index", "model.ckpt.data-00000-of-0000
 HF_SOURCES = ("config.json", "model.safetensors")
 
 
-def load_gpt2(checkpoint_dir: str | Path, device: torch.device | str = "cpu") -> GPTModel:
-    """A GPTModel in eval mode from a folder in OpenAI's layout (or the hub's), any shape."""
+def load_gpt2(
+    checkpoint_dir: str | Path,
+    device: torch.device | str = "cpu",
+    linear_dtype: torch.dtype = torch.float32,
+) -> GPTModel:
+    """A GPTModel in eval mode from a folder in OpenAI's layout (or the hub's), any shape.
+
+    Read a tensor at a time; `linear_dtype` is the storage of the Linear matrices (bfloat16:
+    the frozen base of a LoRA run, never held in float32 whole; such a model runs once
+    `lora.apply_lora` has wrapped them).
+    """
     folder = Path(checkpoint_dir)
     check_readable(folder)
     sources = HF_SOURCES if (folder / HF_SOURCES[1]).exists() else TF_SOURCES
@@ -47,18 +57,13 @@ def load_gpt2(checkpoint_dir: str | Path, device: torch.device | str = "cpu") ->
     if converted.is_file():
         try:
             if read_metadata(converted).get("source") == fingerprint:
-                return load_model(converted, device)
+                return load_model(converted, device, linear_dtype)
         except (SafetensorError, OSError, ValueError, KeyError, RuntimeError):
             pass  # unreadable or from other weights: convert again below
-    if sources == HF_SOURCES:
-        config = json.loads((folder / "config.json").read_text())
-        tied = config.get("tie_word_embeddings", True)
-        hparams = _hf_hparams(config)
-        params = _hf_params(load_file(folder / "model.safetensors"), tied)
-    else:
-        hparams = json.loads((folder / "hparams.json").read_text())
-        params = read_tf_checkpoint(folder)
-    model = gpt2_from_params(params, hparams)
+    with _variables(folder, sources) as (variables, hparams):
+        model = gpt2_from_params(variables, hparams, linear_dtype)
+    if linear_dtype != torch.float32:
+        return model.to(device)  # the converted file holds the exact float32 weights
     try:
         save_model(model, converted, metadata={"source": fingerprint})
     except OSError as e:  # a read-only folder still loads, only without the fast path next time
@@ -67,18 +72,77 @@ def load_gpt2(checkpoint_dir: str | Path, device: torch.device | str = "cpu") ->
     return model.to(device)
 
 
-def read_tf_checkpoint(folder: Path) -> dict[str, np.ndarray]:
-    """All variables of the TF checkpoint in `folder`, read by TensorFlow in a child process."""
-    script = Path(__file__).with_name("tf_checkpoint.py")
+def folder_config(folder: Path) -> tuple[GPTConfig, bool] | None:
+    """The shape of the weights in a GPT-2 checkpoint folder, from its config.json or
+    hparams.json, and whether the head is tied; None where the folder does not say."""
+    try:
+        if (folder / HF_SOURCES[1]).exists():
+            config = json.loads((folder / "config.json").read_text())
+            hparams, tied = _hf_hparams(config), config.get("tie_word_embeddings", True)
+        else:
+            hparams, tied = json.loads((folder / "hparams.json").read_text()), True
+        return _config(hparams), bool(tied)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None  # the loader says what is wrong with it
+
+
+def _config(hparams: dict) -> GPTConfig:
+    """GPT-2's shape from OpenAI's hyperparameter names, with biases on q, k and v."""
+    return GPTConfig(vocab_size=hparams["n_vocab"], context_length=hparams["n_ctx"],
+                     emb_dim=hparams["n_embd"], n_heads=hparams["n_head"],
+                     n_layers=hparams["n_layer"], drop_rate=0.0, qkv_bias=True)  # fmt: skip
+
+
+class Variables:
+    """Checkpoint variables by OpenAI's names (wte, h0/attn/c_attn/w, ...), each read from
+    its file when taken, so that a conversion holds one float32 array at a time."""
+
+    def __init__(self, read: Callable[[str], np.ndarray], names: dict[str, str]):
+        self._read, self._names = read, dict(names)  # OpenAI's name -> the file's
+
+    @classmethod
+    def of(cls, arrays: dict[str, np.ndarray]) -> Variables:
+        return cls(arrays.__getitem__, {name: name for name in arrays})
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._names
+
+    def take(self, name: str) -> np.ndarray:
+        return self._read(self._names.pop(name))
+
+    def left(self) -> list[str]:
+        return sorted(self._names)
+
+
+@contextmanager
+def _variables(folder: Path, sources: tuple[str, ...]) -> Iterator[tuple[Variables, dict]]:
+    """The folder's variables, read lazily, and its hyperparameters (OpenAI's names)."""
+    if sources == HF_SOURCES:
+        config = json.loads((folder / "config.json").read_text())
+        with safe_open(str(folder / "model.safetensors"), framework="numpy") as f:
+            names = _hf_names(f.keys(), config.get("tie_word_embeddings", True))
+            yield Variables(f.get_tensor, names), _hf_hparams(config)
+        return
+    hparams = json.loads((folder / "hparams.json").read_text())
     with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "variables.safetensors"
-        done = subprocess.run(
-            [sys.executable, str(script), str(folder), str(out)], capture_output=True, text=True
-        )
-        if done.returncode != 0:
-            last = (done.stderr.strip().splitlines() or ["no message"])[-1]
-            raise UserError(f"{folder}: TensorFlow could not read the checkpoint: {last}")
-        return {name.removeprefix("model/"): a for name, a in load_file(out).items()}
+        out = read_tf_checkpoint(folder, Path(tmp))
+        with safe_open(str(out), framework="numpy") as f:
+            names = {name.removeprefix("model/"): name for name in f.keys()}  # noqa: SIM118
+            yield Variables(f.get_tensor, names), hparams
+
+
+def read_tf_checkpoint(folder: Path, out_dir: Path) -> Path:
+    """The TF checkpoint in `folder` as one safetensors file in `out_dir`, written by
+    TensorFlow in a child process."""
+    script = Path(__file__).with_name("tf_checkpoint.py")
+    out = out_dir / "variables.safetensors"
+    done = subprocess.run(
+        [sys.executable, str(script), str(folder), str(out)], capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+        raise UserError(f"{folder}: TensorFlow could not read the checkpoint: {last}")
+    return out
 
 
 def _hf_hparams(config: dict) -> dict:
@@ -91,66 +155,73 @@ def _hf_hparams(config: dict) -> dict:
     }
 
 
-def _hf_params(tensors: dict[str, np.ndarray], tied: bool = True) -> dict[str, np.ndarray]:
-    """Hub names (optional "transformer." prefix) in OpenAI's form: h.0.ln_1.weight -> h0/ln_1/g.
-
-    An untied head (tie_word_embeddings false, as MyGPT exports the book's model) is "lm_head".
-    """
-    params = {}
-    for name, array in tensors.items():
-        name = name.removeprefix("transformer.")
+def _hf_names(names: Iterable[str], tied: bool = True) -> dict[str, str]:
+    """OpenAI's name for each hub name (optional "transformer." prefix): h.0.ln_1.weight is
+    h0/ln_1/g. An untied head (tie_word_embeddings false, as MyGPT exports the book's model)
+    is "lm_head"; a tied head's copy and the causal-mask buffers are not weights."""
+    ours = {}
+    for hub in names:
+        name = hub.removeprefix("transformer.")
         if name == "lm_head.weight" and not tied:
-            params["lm_head"] = array
+            ours["lm_head"] = hub
             continue
         if name == "lm_head.weight" or re.fullmatch(r"h\.\d+\.attn\.(masked_)?bias", name):
-            continue  # a tied head's copy and the causal-mask buffers are not weights
+            continue
         name = re.sub(r"^h\.(\d+)\.", r"h\1/", name).replace(".", "/")
         is_norm = "ln_" in name
         name = re.sub(r"/weight$", "/g" if is_norm else "/w", name)
         name = re.sub(r"/bias$", "/b", name)
-        params[name.removesuffix("/w") if name in ("wte/w", "wpe/w") else name] = array
-    return params
+        ours[name.removesuffix("/w") if name in ("wte/w", "wpe/w") else name] = hub
+    return ours
 
 
-def gpt2_from_params(params: dict[str, np.ndarray], hparams: dict) -> GPTModel:
-    """Build a GPTModel from OpenAI-named arrays (wte, wpe, h0/attn/c_attn/w, ..., ln_f/g)."""
-    cfg = GPTConfig(
-        vocab_size=hparams["n_vocab"],
-        context_length=hparams["n_ctx"],
-        emb_dim=hparams["n_embd"],
-        n_heads=hparams["n_head"],
-        n_layers=hparams["n_layer"],
-        drop_rate=0.0,
-        qkv_bias=True,
-    )
-    params = dict(params)
+def _hf_params(tensors: dict[str, np.ndarray], tied: bool = True) -> dict[str, np.ndarray]:
+    """Hub-named arrays under OpenAI's names (see _hf_names)."""
+    return {ours: tensors[hub] for ours, hub in _hf_names(tensors, tied).items()}
+
+
+def gpt2_from_params(
+    params: dict[str, np.ndarray] | Variables,
+    hparams: dict,
+    linear_dtype: torch.dtype = torch.float32,
+) -> GPTModel:
+    """Build a GPTModel from OpenAI-named arrays (wte, wpe, h0/attn/c_attn/w, ..., ln_f/g),
+    its Linear matrices stored in `linear_dtype`."""
+    cfg = _config(hparams)
+    variables = params if isinstance(params, Variables) else Variables.of(params)
     d = cfg.emb_dim
 
     def take(name: str, shape: tuple[int, ...]) -> np.ndarray:
-        if name not in params:
+        if name not in variables:
             raise UserError(f"checkpoint has no variable {name!r}")
-        array = params.pop(name)
+        array = variables.take(name)
         if array.ndim == len(shape) + 1 and array.shape[0] == 1:
             array = array[0]  # OpenAI's conv1d weights are (1, in, out)
         if array.shape != shape:
             raise UserError(f"variable {name!r} has shape {array.shape}, expected {shape}")
         return array
 
-    def linear(prefix: str, n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
+    def tensor(array: np.ndarray, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).to(dtype)
+
+    def linear(prefix: str, n_in: int, n_out: int) -> tuple[torch.Tensor, torch.Tensor]:
         # Conv1D stores (in, out); nn.Linear wants (out, in).
-        return take(f"{prefix}/w", (n_in, n_out)).T, take(f"{prefix}/b", (n_out,))
+        w, b = take(f"{prefix}/w", (n_in, n_out)).T, take(f"{prefix}/b", (n_out,))
+        return tensor(w, linear_dtype), tensor(b)
 
     state = {
-        "tok_emb.weight": take("wte", (cfg.vocab_size, d)),
-        "pos_emb.weight": take("wpe", (cfg.context_length, d)),
+        "tok_emb.weight": tensor(take("wte", (cfg.vocab_size, d))),
+        "pos_emb.weight": tensor(take("wpe", (cfg.context_length, d))),
     }
     for i in range(cfg.n_layers):
         h, b = f"h{i}/", f"trf_blocks.{i}."
-        qkv_w, qkv_b = linear(h + "attn/c_attn", d, 3 * d)
+        qkv_w, qkv_b = take(h + "attn/c_attn/w", (d, 3 * d)), take(h + "attn/c_attn/b", (3 * d,))
         for name, w, bias in zip(
-            ("W_query", "W_key", "W_value"), np.split(qkv_w, 3), np.split(qkv_b, 3), strict=True
-        ):
-            state[b + f"att.{name}.weight"], state[b + f"att.{name}.bias"] = w, bias
+            ("W_query", "W_key", "W_value"), np.split(qkv_w, 3, axis=1), np.split(qkv_b, 3),
+            strict=True,
+        ):  # fmt: skip
+            state[b + f"att.{name}.weight"] = tensor(w.T, linear_dtype)
+            state[b + f"att.{name}.bias"] = tensor(bias)
         for ours, theirs, n_in, n_out in (
             ("att.out_proj", "attn/c_proj", d, d),
             ("ff.layers.0", "mlp/c_fc", d, 4 * d),
@@ -158,22 +229,18 @@ def gpt2_from_params(params: dict[str, np.ndarray], hparams: dict) -> GPTModel:
         ):
             state[b + ours + ".weight"], state[b + ours + ".bias"] = linear(h + theirs, n_in, n_out)
         for ours, theirs in (("norm1", "ln_1"), ("norm2", "ln_2")):
-            state[b + ours + ".scale"] = take(h + theirs + "/g", (d,))
-            state[b + ours + ".shift"] = take(h + theirs + "/b", (d,))
-    state["final_norm.scale"] = take("ln_f/g", (d,))
-    state["final_norm.shift"] = take("ln_f/b", (d,))
-    if "lm_head" in params:
-        state["out_head.weight"] = take("lm_head", (cfg.vocab_size, d))
+            state[b + ours + ".scale"] = tensor(take(h + theirs + "/g", (d,)))
+            state[b + ours + ".shift"] = tensor(take(h + theirs + "/b", (d,)))
+    state["final_norm.scale"] = tensor(take("ln_f/g", (d,)))
+    state["final_norm.shift"] = tensor(take("ln_f/b", (d,)))
+    if "lm_head" in variables:
+        state["out_head.weight"] = tensor(take("lm_head", (cfg.vocab_size, d)), linear_dtype)
     qkv_biases = [k for k in state if k.endswith(("W_query.bias", "W_key.bias", "W_value.bias"))]
     if not any(state[k].any() for k in qkv_biases):
         # All zero: how GPT-2's format holds a model without them (the book's qkv_bias=False).
         cfg = replace(cfg, qkv_bias=False)
         for k in qkv_biases:
             del state[k]
-    if params:
-        raise UserError(f"checkpoint has unexpected variables: {', '.join(sorted(params))}")
-
-    tensors = {
-        k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)) for k, v in state.items()
-    }
-    return model_from_state(cfg, tensors).eval()  # no out_head: tied to wte, as GPT-2's
+    if variables.left():
+        raise UserError(f"checkpoint has unexpected variables: {', '.join(variables.left())}")
+    return model_from_state(cfg, state).eval()  # no out_head: tied to wte, as GPT-2's
