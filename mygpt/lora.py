@@ -270,7 +270,7 @@ def base_state(model: nn.Module) -> dict[str, Tensor]:
     """The frozen weights under GPTModel's own names (no adapters; a tied head once)."""
     state = {k.replace(".linear.", "."): v for k, v in model.state_dict().items()
              if ".lora." not in k}  # fmt: skip
-    if model.is_tied:
+    if isinstance(model.out_head, nn.Linear) and model.is_tied:  # (a FrozenLinear is not)
         del state["out_head.weight"]
     return state
 
