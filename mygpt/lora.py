@@ -356,7 +356,10 @@ def read_adapter(path: str | Path) -> tuple[AdapterInfo, dict[str, Tensor]]:
             info = AdapterInfo.from_dict(json.loads(metadata["lora"]))
             return info, {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
     except (SafetensorError, OSError, ValueError, KeyError, TypeError) as e:
-        raise UserError(f"--lora-adapter {path}: damaged ({str(e)[:100]})") from None
+        raise UserError(
+            f"--lora-adapter {path}: not an adapter.safetensors of MyGPT, or damaged "
+            f"({str(e)[:100]})"
+        ) from None
 
 
 def check_base(info: AdapterInfo, base_fingerprint: str, source: str, what: str) -> None:

@@ -228,8 +228,8 @@ def test_load_gpt2_into_bfloat16_a_tensor_at_a_time(tmp_path):
         assert a.dtype == (torch.bfloat16 if is_matrix else torch.float32), name
         assert torch.equal(a, b.to(a.dtype)), name
     again = load_gpt2(tmp_path / "hub", linear_dtype=torch.bfloat16)  # from the cache now
-    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(),
-                                                 narrow.state_dict().values(), strict=True))  # fmt: skip
+    pairs = zip(again.state_dict().values(), narrow.state_dict().values(), strict=True)
+    assert all(torch.equal(a, b) for a, b in pairs)
 
 
 def test_settings_refuse_what_cannot_work():
