@@ -37,6 +37,9 @@ DEFAULT_DATA = Path(__file__).resolve().parent.parent / "the-verdict.txt"
 # The book's run from scratch: GPT-2 124M's shape at context 256, dropout 0.1, no qkv bias.
 FROM_SCRATCH = GPTConfig(context_length=256)
 FINE_TUNING_LR, FINE_TUNING_DROP_RATE = 5e-5, 0.0  # the book's chapter 5 fine-tuning settings
+# Adapters start at zero and train alone: the LoRA paper's rate for GPT-2 medium and large (its
+# E2E runs); README's demo: a small model wants more.
+LORA_LR = 2e-4
 # The model's shape: what --resume may not change, and what --init-from's weights decide.
 SHAPE = ("context_length", "emb_dim", "n_heads", "n_layers", "qkv_bias")
 
@@ -212,6 +215,7 @@ class RunConfig:
         shape = {k: getattr(base, k) if getattr(m, k) is None else getattr(m, k) for k in SHAPE}
         drop = FINE_TUNING_DROP_RATE if self.is_fine_tuning else FROM_SCRATCH.drop_rate
         lr = FINE_TUNING_LR if self.is_fine_tuning else FROM_SCRATCH_LR
+        lr = LORA_LR if self.lora.enabled else lr
         return replace(
             self,
             model=replace(m, **shape, drop_rate=drop if m.drop_rate is None else m.drop_rate),

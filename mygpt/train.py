@@ -48,7 +48,8 @@ class TrainSettings:
     # None: FROM_SCRATCH_LR, or the fine-tuning rate once RunConfig.resolve has run.
     lr: float | None = setting(
         None,
-        "AdamW peak learning rate (default: 0.0004; 5e-05 with --init-from)",
+        "AdamW peak learning rate (default: 0.0004; 5e-05 with --init-from; 0.0002 with "
+        "--lora-rank)",
         group=TRAINING,
     )
     warmup_steps: int = setting(0, "linear warm-up from lr/N to lr", group=TRAINING)

@@ -274,3 +274,16 @@ def test_a_lora_checkpoint_is_not_taken_for_weights(tmp_path):
     path = save_checkpoint({"model": {}, "config": {}, "lora": {}}, tmp_path / "checkpoint.pt")
     with pytest.raises(UserError, match="holds only its adapters; use the run's model.safetensors"):
         load_trained_model(path)
+
+
+def test_lora_runs_default_to_their_own_learning_rate():
+    from mygpt.run import LORA_LR, ModelSettings, RunConfig
+
+    fine_tune = RunConfig(model=ModelSettings(init_from="124M"))
+    assert fine_tune.resolve(GPT2_XL).train.lr == 5e-5
+    with_lora = replace(fine_tune, lora=lora(rank=8))
+    assert with_lora.resolve(GPT2_XL).train.lr == LORA_LR == 2e-4
+    assert (
+        replace(with_lora, train=replace(with_lora.train, lr=1e-3)).resolve(GPT2_XL).train.lr
+        == 1e-3
+    )
