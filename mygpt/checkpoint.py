@@ -41,7 +41,9 @@ def load_model(
 ) -> GPTModel:
     """A GPTModel, in eval mode, from a file written by `save_model`; read a tensor at a time,
     its Linear matrices stored in `linear_dtype` (see pretrained.load_gpt2)."""
-    with safe_open(str(path), framework="pt", device=str(device)) as f:
+    # pread, not mmap: mapped pages of the file would count in the process's memory (RSS) for
+    # as long as any tensor from it lives, a second copy of the model beside the loaded one.
+    with safe_open(str(path), framework="pt", device=str(device), backend="pread") as f:
         cfg = GPTConfig(**json.loads(f.metadata()["config"]))
         state = {k: as_stored(k, f.get_tensor(k), linear_dtype) for k in f.keys()}  # noqa: SIM118
     return model_from_state(cfg, state).eval()

@@ -349,7 +349,7 @@ def read_adapter(path: str | Path) -> tuple[AdapterInfo, dict[str, Tensor]]:
     if not Path(path).is_file():
         raise UserError(f"--lora-adapter {path}: no such file")
     try:
-        with safe_open(str(path), framework="pt") as f:
+        with safe_open(str(path), framework="pt", backend="pread") as f:
             metadata = f.metadata() or {}
             if metadata.get("format") != ADAPTER_FORMAT:
                 raise UserError(f"--lora-adapter {path}: not an adapter.safetensors of MyGPT")

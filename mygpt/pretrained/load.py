@@ -119,14 +119,14 @@ def _variables(folder: Path, sources: tuple[str, ...]) -> Iterator[tuple[Variabl
     """The folder's variables, read lazily, and its hyperparameters (OpenAI's names)."""
     if sources == HF_SOURCES:
         config = json.loads((folder / "config.json").read_text())
-        with safe_open(str(folder / "model.safetensors"), framework="numpy") as f:
+        with safe_open(str(folder / "model.safetensors"), framework="numpy", backend="pread") as f:
             names = _hf_names(f.keys(), config.get("tie_word_embeddings", True))
             yield Variables(f.get_tensor, names), _hf_hparams(config)
         return
     hparams = json.loads((folder / "hparams.json").read_text())
     with tempfile.TemporaryDirectory() as tmp:
         out = read_tf_checkpoint(folder, Path(tmp))
-        with safe_open(str(out), framework="numpy") as f:
+        with safe_open(str(out), framework="numpy", backend="pread") as f:
             names = {name.removeprefix("model/"): name for name in f.keys()}  # noqa: SIM118
             yield Variables(f.get_tensor, names), hparams
 
