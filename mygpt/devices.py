@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import sys
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -99,3 +101,21 @@ def is_out_of_memory(e: BaseException) -> bool:
     return isinstance(e, torch.OutOfMemoryError) or any(
         words in text for words in ("out of memory", "can't allocate memory")
     )
+
+
+def return_freed_memory() -> None:
+    """Give blocks of 1 MiB and more back to the OS as soon as they are freed (glibc only).
+
+    glibc serves blocks below a threshold that grows to 32 MiB from its heap, where freed
+    activations and widened bfloat16 weights leave holes it cannot return: a LoRA step of
+    GPT-2 1558M at context 1024 then held 11 GB instead of 5. The memory-saving flags ask for
+    this; it costs a page fault per fresh block, about nothing beside the matrix products.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # musl and others: their own allocators
+        return
+    m_mmap_threshold = -3  # glibc's mallopt parameter (malloc.h); fixing it stops the growth
+    libc.mallopt(m_mmap_threshold, 1 << 20)

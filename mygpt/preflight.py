@@ -99,12 +99,13 @@ def training_bytes(cfg: GPTConfig, tied: bool, batch_size: int, dtype: str = "fl
     Activations: about 68 bytes per token, layer and embedding dimension in float32 (half of
     that in bfloat16), after Korthikanti et al. (2022); with checkpointing, each block's input
     (4 bytes) and one block's activations at a time. The logits, their softmax and their
-    gradient are 3 float32 numbers per token and vocabulary entry.
+    gradient are 3 float32 numbers per token and vocabulary entry. A LoRA run ends by merging
+    the adapters into a float32 copy of the matrices beside the base: that may be its peak.
     """
     n_params = n_parameters(cfg, tied)
+    head = 0 if tied else cfg.vocab_size * cfg.emb_dim
+    matrices = cfg.n_layers * 12 * cfg.emb_dim**2 + head  # the Linear layers' weights
     if plan.lora_rank:
-        head = 0 if tied else cfg.vocab_size * cfg.emb_dim
-        matrices = cfg.n_layers * 12 * cfg.emb_dim**2 + head
         weights = 16 * lora_parameters(cfg, plan.lora_rank, plan.lora_targets)
         weights += plan.base_bytes * matrices + 4 * (n_params - matrices)
     else:
@@ -116,7 +117,9 @@ def training_bytes(cfg: GPTConfig, tied: bool, batch_size: int, dtype: str = "fl
     else:
         activations = tokens * cfg.n_layers * cfg.emb_dim * per_element
     logits = 3 * 4 * tokens * cfg.vocab_size
-    return weights + activations + logits + _TORCH_OVERHEAD
+    step = weights + activations + logits
+    merge = weights + 4 * matrices if plan.lora_rank else 0
+    return max(step, merge) + _TORCH_OVERHEAD
 
 
 def available_memory(device: torch.device) -> int | None:
