@@ -108,8 +108,8 @@ def return_freed_memory() -> None:
 
     glibc serves blocks below a threshold that grows to 32 MiB from its heap, where freed
     activations and widened bfloat16 weights leave holes it cannot return: a LoRA step of
-    GPT-2 1558M at context 1024 then held 11 GB instead of 5. The memory-saving flags ask for
-    this; it costs a page fault per fresh block, about nothing beside the matrix products.
+    GPT-2 1558M at context 1024 then held 11 GB instead of 5. LoRA and activation
+    checkpointing, which are for memory, ask for this; it costs a page fault per fresh block.
     """
     if not sys.platform.startswith("linux"):
         return

@@ -147,8 +147,8 @@ def eval_run(config: RunConfig, checkpoint: dict | None = None) -> TextScore:
 def _train(config: RunConfig, checkpoint: dict | None, dist: Dist, device) -> TrainResult:
     print0 = print if dist.is_main else lambda *a, **k: None
     allow_tf32(config.device.tf32)
-    if config.train.activation_checkpointing or config.lora.base_dtype != "float32":
-        return_freed_memory()  # what those flags save would otherwise stay in malloc's heap
+    if config.lora.enabled or config.train.activation_checkpointing:
+        return_freed_memory()  # what these runs save would otherwise stay in malloc's heap
     tokenizer, data = get_tokenizer(), config.data
     with dist.main_first():  # rank 0 tokenizes into the cache first; the others then read it
         corpus = load_data(config, tokenizer, dist, print0, split=True)

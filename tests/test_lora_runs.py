@@ -156,3 +156,13 @@ def test_user_errors_are_one_line(four_steps, trained_model_file, text, v1_here)
         assert message in last and "Traceback" not in done.stderr, (args, done.stderr)
         assert done.stderr.count("\n") == 1 or last.startswith("MyGPT_v1"), done.stderr
         assert not (out / "refused" / "model.safetensors").exists()
+
+
+def test_lora_on_a_new_model(text, tmp_path, v1_here):
+    """Without --init-from the base is the seeded new model; the merged file is saved as usual."""
+    done = v1_here("--data", text, "--emb-dim", "32", "--n-layers", "1", "--n-heads", "2",
+                   "--context-length", "32", "--max-steps", "2", *RUN, "--output-dir", tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "trainable 2,304 of " in done.stdout  # 1 layer x rank 4 x (4 x 64 + 2 x 160)
+    info, _ = read_adapter(tmp_path / "adapter.safetensors")
+    assert info.base == "a new model (--seed 123)"
