@@ -160,8 +160,8 @@ def test_user_errors_are_one_line(four_steps, trained_model_file, text, v1_here)
 
 def test_lora_on_a_new_model(text, tmp_path, v1_here):
     """Without --init-from the base is the seeded new model; the merged file is saved as usual."""
-    done = v1_here("--data", text, "--emb-dim", "32", "--n-layers", "1", "--n-heads", "2",
-                   "--context-length", "32", "--max-steps", "2", *RUN, "--output-dir", tmp_path)  # fmt: skip
+    shape = ["--emb-dim", "32", "--n-layers", "1", "--n-heads", "2", "--context-length", "32"]
+    done = v1_here("--data", text, *shape, "--max-steps", "2", *RUN, "--output-dir", tmp_path)
     assert done.returncode == 0, done.stderr
     assert "trainable 2,304 of " in done.stdout  # 1 layer x rank 4 x (4 x 64 + 2 x 160)
     info, _ = read_adapter(tmp_path / "adapter.safetensors")
