@@ -8,7 +8,11 @@ from conftest import ROOT, run_in_process
     ("script", "phrases"),
     [
         ("MyGPT_v1_local-train.py", [
-            "--lr X AdamW peak learning rate (default: 0.0004; 5e-05 with --init-from)",
+            "--lr X AdamW peak learning rate (default: 0.0004; 5e-05 with --init-from; 0.0002 "
+            "with --lora-rank)",
+            "--lora-alpha X the update is scaled by alpha / rank (default: the rank, so a scale",
+            "--lora-targets NAMES comma-separated Linear layers of every block to adapt: query,",
+            "--base-dtype {float32,bfloat16} storage of the frozen weights: bfloat16 halves them",
             "--epochs N passes over the data (default: 10)",
             "--save-every N checkpoint every N steps and at the end (default: 0)",
             "--stride N step between windows (default: the context length)",
