@@ -8,6 +8,7 @@ needed to apply them again to the same base weights (`load_adapter`).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -90,11 +91,10 @@ class LoRASettings:
                 f"{self.lora_targets!r}: choose from {', '.join(TARGETS)}")  # fmt: skip
         require(0.0 <= self.lora_dropout < 1.0, "lora_dropout", "must be in [0, 1)")
         require(self.lora_alpha is None or self.lora_alpha > 0, "lora_alpha", "must be positive")
-        if not self.enabled:
-            given = [name for name, default in (("lora_alpha", None), ("lora_dropout", 0.0),
-                     ("lora_targets", ",".join(TARGETS)), ("base_dtype", "float32"))
-                     if getattr(self, name) != default]  # fmt: skip
-            require(not given, given[0] if given else "", "applies to LoRA: add --lora-rank N")
+        if not self.enabled:  # a LoRA setting given without LoRA is a mistake, not a no-op
+            for f in dataclasses.fields(self):
+                given = getattr(self, f.name) != f.default
+                require(not given, f.name, "applies to LoRA: add --lora-rank N")
 
     @property
     def enabled(self) -> bool:
