@@ -45,7 +45,7 @@ def load_gpt2(
     """
     folder = Path(checkpoint_dir)
     check_readable(folder)
-    sources = HF_SOURCES if (folder / HF_SOURCES[1]).exists() else TF_SOURCES
+    sources = _sources(folder)
     for name in sources:
         check_readable(folder / name)
     missing = [name for name in sources if not (folder / name).is_file()]
@@ -76,14 +76,23 @@ def folder_config(folder: Path) -> tuple[GPTConfig, bool] | None:
     """The shape of the weights in a GPT-2 checkpoint folder, from its config.json or
     hparams.json, and whether the head is tied; None where the folder does not say."""
     try:
-        if (folder / HF_SOURCES[1]).exists():
-            config = json.loads((folder / "config.json").read_text())
-            hparams, tied = _hf_hparams(config), config.get("tie_word_embeddings", True)
-        else:
-            hparams, tied = json.loads((folder / "hparams.json").read_text()), True
-        return _config(hparams), bool(tied)
+        hparams, tied = _hparams(folder, _sources(folder))
+        return _config(hparams), tied
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None  # the loader says what is wrong with it
+
+
+def _sources(folder: Path) -> tuple[str, ...]:
+    """The files of the folder's layout: the hub's where it has model.safetensors, else OpenAI's."""
+    return HF_SOURCES if (folder / HF_SOURCES[1]).exists() else TF_SOURCES
+
+
+def _hparams(folder: Path, sources: tuple[str, ...]) -> tuple[dict, bool]:
+    """The folder's hyperparameters in OpenAI's names, and whether its head is tied."""
+    if sources == HF_SOURCES:
+        config = json.loads((folder / "config.json").read_text())
+        return _hf_hparams(config), bool(config.get("tie_word_embeddings", True))
+    return json.loads((folder / "hparams.json").read_text()), True
 
 
 def _config(hparams: dict) -> GPTConfig:
@@ -117,13 +126,11 @@ class Variables:
 @contextmanager
 def _variables(folder: Path, sources: tuple[str, ...]) -> Iterator[tuple[Variables, dict]]:
     """The folder's variables, read lazily, and its hyperparameters (OpenAI's names)."""
+    hparams, tied = _hparams(folder, sources)
     if sources == HF_SOURCES:
-        config = json.loads((folder / "config.json").read_text())
         with safe_open(str(folder / "model.safetensors"), framework="numpy", backend="pread") as f:
-            names = _hf_names(f.keys(), config.get("tie_word_embeddings", True))
-            yield Variables(f.get_tensor, names), _hf_hparams(config)
+            yield Variables(f.get_tensor, _hf_names(f.keys(), tied)), hparams
         return
-    hparams = json.loads((folder / "hparams.json").read_text())
     with tempfile.TemporaryDirectory() as tmp:
         out = read_tf_checkpoint(folder, Path(tmp))
         with safe_open(str(out), framework="numpy", backend="pread") as f:
