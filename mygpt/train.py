@@ -116,10 +116,9 @@ def make_optimizer(
     maths, far faster on a CPU)."""
     params: Any = [p for p in model.parameters() if p.requires_grad]  # LoRA: the adapters
     if decay_matrices_only:
-        named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
         params = [
-            {"params": [p for _, p in named if p.dim() >= 2], "weight_decay": weight_decay},
-            {"params": [p for _, p in named if p.dim() < 2], "weight_decay": 0.0},
+            {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
         ]
     fused = torch.device(device).type in ("cpu", "cuda", "mps")
     return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused)
