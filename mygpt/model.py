@@ -162,8 +162,8 @@ class GPTModel(nn.Module):
         self.trf_blocks = nn.ModuleList(TransformerBlock(cfg, i) for i in range(cfg.n_layers))
         self.final_norm = LayerNorm(cfg.emb_dim)
         self.out_head = nn.Linear(cfg.emb_dim, cfg.vocab_size, bias=False)
-        # Training keeps only each block's input and recomputes the rest in the backward pass:
-        # memory for long contexts and large models, for about a third more compute.
+        # When set, training keeps only each block's input and recomputes the rest in the
+        # backward pass: memory for long contexts and large models, for a third more compute.
         self.activation_checkpointing = False
 
     def tie_weights(self) -> GPTModel:
