@@ -23,7 +23,7 @@ from mygpt.cli import (
 from mygpt.config import GPT2_SIZES
 from mygpt.devices import DeviceSettings, allow_tf32, make_autocast, pick_device
 from mygpt.instruct import template_of
-from mygpt.precision import auto_precision, for_inference
+from mygpt.precision import for_inference
 from mygpt.pretrained import default_models_dir
 
 
@@ -69,11 +69,11 @@ def main() -> None:
     model, where = load_weights(source, device, download, expect=expect)
     if where == str(source) and Path(source).is_file():  # a model of v1's: say which
         print(f"Loaded {source} ({model.num_parameters():,} parameters)\n")
+    model = for_inference(model, options.precision, log=print)
     if options.precision != "float32":
-        auto = options.precision == "auto"
-        chosen = auto_precision(device) if auto else options.precision
-        model = for_inference(model, chosen)
-        print(f"Precision: {chosen} weights{' (auto)' if auto else ''}\n")
+        print(
+            f"Precision: {model.precision} weights{' (auto)' if options.precision == 'auto' else ''}\n"
+        )
     if run_on.compile:
         model = torch.compile(model, dynamic=True)  # prompts and the cache change lengths
     settings = replace(options.settings(), template=options.template or template_of(source))

@@ -96,7 +96,8 @@ class ChatOptions:
     precision: str = setting(
         "float32",
         "weights for generation: bfloat16, int8 (Linear layers and the head), or auto "
-        "(int8 on a CPU with the kernel, bfloat16 on a CUDA GPU with bf16); float32 is exact",
+        "(the fastest here: timed at first use, cached per machine and model shape); "
+        "float32 is exact",
         group=CHAT,
         choices=PRECISIONS,
     )

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import ctypes
+import hashlib
+import platform
 import sys
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 
 import torch
 
@@ -54,6 +57,23 @@ def pick_device(name: str = "auto") -> torch.device:
         return torch.device(name)
     except RuntimeError:
         raise UserError(f"--device {name}: not a device; use one of {DEVICE_CHOICES}") from None
+
+
+def machine_signature(device: torch.device) -> str:
+    """A short hash naming this kind of machine for `device`: the CPU's model name and flags
+    (or the GPU's name), torch's version and thread count. Speeds measured on one kind hold
+    on the same kind only."""
+    if device.type == "cuda":
+        what = [torch.cuda.get_device_name(device)]
+    else:
+        lines = (
+            Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []
+        )
+        what = [ln for ln in lines if ln.startswith(("model name", "flags"))][:2] or [
+            platform.processor()
+        ]
+    what += [device.type, torch.__version__, str(torch.get_num_threads())]
+    return hashlib.sha256("\n".join(what).encode()).hexdigest()[:10]
 
 
 def cpu_has_native_bfloat16() -> bool:

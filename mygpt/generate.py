@@ -120,14 +120,14 @@ def generate_stream(
     try:
         for _ in range(sampling.max_new_tokens):
             if kv_cache is None:
-                logits = model(idx[:, -context_size:])
+                logits = model(idx[:, -context_size:], last_only=True)
             elif kv_cache.length == 0 or kv_cache.length >= context_size:
                 # (Re)fill: once the window slides, every position shifts, so cached keys are
                 # stale; the cropped window is recomputed with positions from 0, as without cache.
                 kv_cache.reset()
-                logits = model(idx[:, -context_size:], kv_cache)
+                logits = model(idx[:, -context_size:], kv_cache, last_only=True)
             else:
-                logits = model(idx[:, -1:], kv_cache)
+                logits = model(idx[:, -1:], kv_cache, last_only=True)
             # As transformers does: the penalty sees every id so far, prompt included.
             logits = penalize_repetition(logits[:, -1].float(), idx, sampling.repetition_penalty)
             next_ids = sample_next_token(logits, sampling, generator)

@@ -82,6 +82,17 @@ class KVCache:
         self.length = 0
 
 
+def causal_mask(T: int, past: int, device: torch.device) -> tuple[Tensor | None, bool]:
+    """SDPA's (attn_mask, is_causal) for T new queries after `past` cached positions."""
+    # The query at position past+i may see keys 0..past+i. SDPA's is_causal aligns the mask
+    # top-left, which is right only when there is no past; a single new token sees everything.
+    if past == 0:
+        return None, T > 1
+    if T == 1:
+        return None, False
+    return torch.ones(T, past + T, dtype=torch.bool, device=device).tril(diagonal=past), False
+
+
 class MultiHeadAttention(nn.Module):
     """Causal multi-head self-attention."""
 
@@ -113,14 +124,7 @@ class MultiHeadAttention(nn.Module):
             past = kv_cache.length
             keys, values = kv_cache.append(self.layer_idx, keys, values)  # (B, n_heads, past+T, hd)
 
-        # The query at position past+i may see keys 0..past+i. SDPA's is_causal aligns the mask
-        # top-left, which is right only when there is no past; a single new token sees everything.
-        mask, is_causal = None, False
-        if past == 0:
-            is_causal = T > 1
-        elif T > 1:
-            mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(diagonal=past)
-
+        mask, is_causal = causal_mask(T, past, x.device)
         context = F.scaled_dot_product_attention(
             queries,
             keys,
@@ -179,8 +183,13 @@ class GPTModel(nn.Module):
         """An empty cache spanning this model's whole context."""
         return KVCache(self.cfg.n_layers, self.cfg.context_length)
 
-    def forward(self, in_idx: Tensor, kv_cache: KVCache | None = None) -> Tensor:
-        """Logits (B, T, vocab_size) for token ids (B, T); with a cache, T continues its tokens."""
+    def forward(
+        self, in_idx: Tensor, kv_cache: KVCache | None = None, *, last_only: bool = False
+    ) -> Tensor:
+        """Logits (B, T, vocab_size) for token ids (B, T); with a cache, T continues its tokens.
+
+        With `last_only`, the logits of the last position only (B, 1, vocab_size): generation's.
+        """
         B, T = in_idx.shape
         start = kv_cache.length if kv_cache is not None else 0
         if start + T > self.cfg.context_length:
@@ -196,6 +205,8 @@ class GPTModel(nn.Module):
                 x = block(x, kv_cache)
         if kv_cache is not None:
             kv_cache.advance(T)
+        if last_only:
+            x = x[:, -1:]
         return self.out_head(self.final_norm(x))  # (B, T, vocab_size)
 
     def num_parameters(self) -> int:

@@ -6,6 +6,7 @@ from mygpt import (
     GPTModel,
     Sampling,
     complete_text,
+    for_inference,
     generate,
     load_gpt2,
     penalize_repetition,
@@ -185,6 +186,8 @@ def test_repetition_penalty_equals_transformers_greedy(tmp_path):
                                     eos_token_id=None)  # fmt: skip
         mine = generate(ours, idx, 40, repetition_penalty=penalty)
         assert mine.tolist() == theirs.tolist(), penalty
+        fast = generate(for_inference(ours), idx, 40, repetition_penalty=penalty)
+        assert fast.tolist() == theirs.tolist(), penalty
     plain = generate(ours, idx, 40)
     penalised = generate(ours, idx, 40, repetition_penalty=1.3)
     assert not torch.equal(plain, penalised)  # the penalty changes this completion

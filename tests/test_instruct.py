@@ -189,14 +189,14 @@ def test_the_alpaca_template_prints_the_response_and_stops_at_hashes(tokenizer, 
     cfg = GPTConfig(context_length=128, emb_dim=8, n_heads=1, n_layers=1)
 
     class Scripted(GPTModel):  # emits `answer`, one token a step, whatever the prompt
-        def forward(self, idx, kv_cache=None):
+        def forward(self, idx, kv_cache=None, last_only=False):
             start = kv_cache.length if kv_cache is not None else 0
             step = start + idx.shape[1] - self.prompt
             logits = torch.full((idx.shape[0], idx.shape[1], cfg.vocab_size), -1e9)
             logits[:, -1, answer[min(max(step, 0), len(answer) - 1)]] = 0.0
             if kv_cache is not None:
                 kv_cache.advance(idx.shape[1])
-            return logits
+            return logits[:, -1:] if last_only else logits
 
     model = Scripted(cfg)
     prompt_text = format_input({"instruction": "Name a prime number."}) + "\n\n### Response:\n"

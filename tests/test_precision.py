@@ -1,10 +1,12 @@
-"""for_inference: bfloat16 and int8 weights give float32's text; auto follows the hardware."""
+"""for_inference: bfloat16 and int8 weights give float32's text; auto takes the fastest, measured."""
+
+import json
 
 import pytest
 import torch
 from conftest import ROOT
 
-import mygpt.devices as devices
+import mygpt.precision as precision_module
 from mygpt import (
     GPTConfig,
     GPTModel,
@@ -17,8 +19,8 @@ from mygpt import (
     make_optimizer,
     stream_text,
 )
-from mygpt.devices import resolve_dtype
-from mygpt.precision import Int8Linear, auto_precision
+from mygpt.fast import Int8Linear
+from mygpt.precision import AUTO_CACHE, auto_precision, shape_key
 
 CPU = torch.device("cpu")
 pytestmark = pytest.mark.slow  # trains a small model first
@@ -41,7 +43,7 @@ def prompt(tokenizer):
     return torch.tensor([tokenizer.encode("I had always thought Jack Gisburn")])
 
 
-@pytest.mark.parametrize("precision", ["bfloat16", "int8"])
+@pytest.mark.parametrize("precision", ["float32", "bfloat16", "int8"])
 def test_greedy_text_equals_float32(trained, tokenizer, precision):
     idx = prompt(tokenizer)
     reference = generate(trained, idx, 20)
@@ -65,12 +67,13 @@ def test_weights_are_stored_in_the_precision(trained):
     assert {p.dtype for p in bf16.parameters()} == {torch.bfloat16}
     int8 = for_inference(trained, "int8")
     linears = [m for m in int8.modules() if isinstance(m, Int8Linear)]
-    assert len(linears) == 2 * 6 + 1  # q, k, v, out_proj, 2 feed-forward per block; the head
+    assert len(linears) == 2 * 4 + 1  # qkv, out_proj, 2 feed-forward per block; the head
     assert all(m.weight.dtype == torch.int8 for m in linears)
     assert int8.tok_emb.weight.dtype == torch.float32
 
 
-def test_the_model_passed_in_is_untouched(trained):
+def test_the_model_passed_in_is_untouched(trained, monkeypatch, tmp_path):
+    monkeypatch.setenv("MYGPT_CACHE_DIR", str(tmp_path))
     before = {k: (v.data_ptr(), v.dtype, v.clone()) for k, v in trained.state_dict().items()}
     for precision in ("float32", "bfloat16", "int8", "auto"):
         for_inference(trained, precision)
@@ -81,30 +84,35 @@ def test_the_model_passed_in_is_untouched(trained):
     assert trained.is_tied and not trained.training
 
 
-def test_int8_without_the_fused_kernel_gives_the_same_numbers(trained, monkeypatch):
-    x = torch.randn(3, 5, 64)
-    layer = Int8Linear.from_linear(trained.trf_blocks[0].ff.layers[0])
-    fused = layer(x)
-    monkeypatch.delattr(torch, "_weight_int8pack_mm")
-    torch.testing.assert_close(layer(x), fused, rtol=1e-2, atol=1e-2)
-    exact = trained.trf_blocks[0].ff.layers[0](x)
-    assert (layer(x) - exact).abs().max() < 0.05 * exact.abs().max()
+def test_auto_takes_the_fastest_measured_and_remembers(trained, monkeypatch, tmp_path):
+    monkeypatch.setenv("MYGPT_CACHE_DIR", str(tmp_path))
+    timed = []
+    speeds = {"float32": 50.0, "bfloat16": 90.0, "int8": 70.0}
+    monkeypatch.setattr(precision_module, "decode_rate",
+                        lambda fast: timed.append(fast.precision) or speeds[fast.precision])  # fmt: skip
+    heard = []
+    assert for_inference(trained, "auto", log=heard.append).precision == "bfloat16"
+    assert timed == ["float32", "bfloat16", "int8"]
+    assert heard == [f"precision auto: bfloat16, measured tokens/s: float32 50.0, bfloat16 90.0, "
+                     f"int8 70.0 (cached in {tmp_path / AUTO_CACHE})"]  # fmt: skip
+    cached = json.loads((tmp_path / AUTO_CACHE).read_text())
+    assert cached == {shape_key(trained, CPU): {"precision": "bfloat16", "tokens_per_s": speeds}}
+    speeds.update(bfloat16=10.0)  # a second use reads the cache: no timing
+    assert auto_precision(trained) == "bfloat16" and len(timed) == 3
+    (tmp_path / AUTO_CACHE).write_text("{not json")  # a damaged cache is measured again
+    assert auto_precision(trained) == "int8" and len(timed) == 6
 
 
-def test_auto_follows_the_hardware(monkeypatch):
-    for amx, avx512_bf16, expected in [(True, False, "bfloat16"), (False, True, "bfloat16"),
-                                       (False, False, "float32")]:  # fmt: skip
-        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v, raising=False)
-        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v,
-                            raising=False)  # fmt: skip
-        assert resolve_dtype(CPU, "auto") == expected
-        assert devices.make_autocast(CPU, "auto")().__class__.__name__ == (
-            "autocast" if expected == "bfloat16" else "nullcontext"
-        )
-    assert resolve_dtype(CPU, "float32") == "float32"
-    assert auto_precision(CPU) == "int8"
-    monkeypatch.delattr(torch, "_weight_int8pack_mm")
-    assert auto_precision(CPU) == "float32"  # no int8 kernel; bfloat16 is not native here
+def test_auto_keeps_float32_unless_another_is_faster(trained, monkeypatch, tmp_path):
+    (tmp_path / "a-file").write_text("")  # nothing can be cached under it: still an answer
+    monkeypatch.setenv("MYGPT_CACHE_DIR", str(tmp_path / "a-file" / "cache"))
+    monkeypatch.setattr(precision_module, "decode_rate", lambda fast: 60.0)
+    assert auto_precision(trained) == "float32"
+
+
+def test_the_measurement_times_real_decoding(trained):
+    rate = precision_module.decode_rate(for_inference(trained, "float32"), steps=4)
+    assert 1.0 < rate < 1e6
 
 
 def test_bad_precision_is_an_error(trained):

@@ -1,0 +1,182 @@
+"""GPTModel's inference copy: the same maths, laid out for generating one request at a time.
+
+At batch 1 a token reads every weight once, so speed is how fast each Linear layer streams its
+matrix. What differs from model.py, which stays the book's readable model:
+- one query/key/value projection per block (a (3 emb_dim, emb_dim) matrix) instead of three;
+- Linear layers run oneDNN's kernels on a CPU (F.linear calls MKL, whose float32
+  matrix-vector product streams weights at half the speed on AMD CPUs), and int8 ones
+  multiply int8 by int8 (`torch._int_mm`), as llama.cpp's Q8_0 does;
+- with `last_only`, the output head (a third of GPT-2 124M's weights) runs for the last
+  position only, all generation needs.
+`for_inference` (precision.py) builds it; tests hold it equal to GPTModel.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .model import GPTModel, KVCache, causal_mask
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "int8": torch.float32}
+
+
+def _frozen(tensor: Tensor | None) -> nn.Parameter | None:
+    if tensor is None or isinstance(tensor, nn.Parameter):  # a tied head keeps the embedding's
+        return tensor
+    return nn.Parameter(tensor, requires_grad=False)
+
+
+class DenseLinear(nn.Module):
+    """x W^T + b with W in float32 or bfloat16."""
+
+    def __init__(self, weight: Tensor, bias: Tensor | None):
+        super().__init__()
+        self.weight = _frozen(weight)  # (out, in)
+        self.bias = _frozen(bias)
+        self.onednn = weight.device.type == "cpu" and torch.backends.mkldnn.is_available()
+
+    @classmethod
+    def quantize(cls, weight: Tensor, bias: Tensor | None, dtype: torch.dtype) -> DenseLinear:
+        return cls(weight.detach().to(dtype).contiguous(), _copy(bias, dtype))
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.onednn and not torch.compiler.is_compiling():  # inductor picks its own
+            return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "none", [], "")
+        return F.linear(x, self.weight, self.bias)
+
+
+class Int8Linear(nn.Module):
+    """A Linear layer in int8: weights with one scale per output row (symmetric), and each
+    input row quantized as it comes with a scale of its own, as llama.cpp's Q8_0 quantizes
+    activations (per block of 32 there). The products sum exactly in int32, so a row's numbers
+    never depend on the other rows of the batch or on the KV cache.
+    """
+
+    def __init__(self, weight: Tensor, scales: Tensor, bias: Tensor | None):
+        super().__init__()
+        self.weight = _frozen(weight)  # (out, in) int8
+        self.scales = _frozen(scales)  # (out,) float32
+        self.bias = _frozen(bias)  # (out,) float32 or None
+
+    @classmethod
+    def quantize(cls, weight: Tensor, bias: Tensor | None, dtype: torch.dtype) -> Int8Linear:
+        q, scales = quantize_rows(weight.detach().float())
+        return cls(q, scales.squeeze(1), _copy(bias, dtype))
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear) -> Int8Linear:
+        return cls.quantize(linear.weight, linear.bias, torch.float32)
+
+    def forward(self, x: Tensor) -> Tensor:
+        shape = x.shape
+        q, x_scales = quantize_rows(x.reshape(-1, shape[-1]).float())  # (N, in), (N, 1)
+        if q.device.type == "cpu" and hasattr(torch, "_int_mm"):  # int8 x int8 -> int32
+            sums = torch._int_mm(q, self.weight.t())
+        else:  # the same maths in float32, slower, where PyTorch has no such kernel
+            sums = q.float() @ self.weight.float().t()
+        y = sums * (x_scales * self.scales)  # (N, out) float32
+        if self.bias is not None:
+            y += self.bias
+        return y.view(*shape[:-1], -1).to(x.dtype)
+
+
+def quantize_rows(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Symmetric int8 rows of a 2-D float tensor and their (rows, 1) scales: x ~ q * scales."""
+    scales = x.abs().amax(dim=1, keepdim=True).clamp(min=1e-12) / 127  # the largest maps to 127
+    return torch.round(x / scales).to(torch.int8), scales
+
+
+def _copy(tensor: Tensor | None, dtype: torch.dtype) -> Tensor | None:
+    return None if tensor is None else tensor.detach().to(dtype, copy=True)
+
+
+LINEARS: dict[str, Callable[[Tensor, Tensor | None, torch.dtype], nn.Module]] = {
+    "float32": DenseLinear.quantize,
+    "bfloat16": DenseLinear.quantize,
+    "int8": Int8Linear.quantize,
+}
+
+
+class FastBlock(nn.Module):
+    """A TransformerBlock with its query, key and value projections fused into one."""
+
+    def __init__(self, block: nn.Module, precision: str):
+        super().__init__()
+        att, dtype, linear = block.att, DTYPES[precision], LINEARS[precision]
+        self.layer_idx, self.n_heads, self.head_dim = att.layer_idx, att.n_heads, att.head_dim
+        projections = (att.W_query, att.W_key, att.W_value)
+        weight = torch.cat([p.weight.detach().float() for p in projections])  # (3 C, C)
+        bias = None
+        if att.W_query.bias is not None:
+            bias = torch.cat([p.bias.detach().float() for p in projections])
+        self.qkv = linear(weight, bias, dtype)
+        self.out_proj = linear(att.out_proj.weight, att.out_proj.bias, dtype)
+        self.ff_in = linear(block.ff.layers[0].weight, block.ff.layers[0].bias, dtype)
+        self.ff_out = linear(block.ff.layers[2].weight, block.ff.layers[2].bias, dtype)
+        self.norm1 = copy.deepcopy(block.norm1).to(dtype)
+        self.norm2 = copy.deepcopy(block.norm2).to(dtype)
+
+    def forward(self, x: Tensor, kv_cache: KVCache | None = None) -> Tensor:
+        B, T, C = x.shape
+        qkv = self.qkv(self.norm1(x)).view(B, T, 3, self.n_heads, self.head_dim)
+        queries, keys, values = qkv.permute(2, 0, 3, 1, 4)  # each (B, n_heads, T, head_dim)
+        past = 0
+        if kv_cache is not None:
+            past = kv_cache.length
+            keys, values = kv_cache.append(self.layer_idx, keys, values)
+        mask, is_causal = causal_mask(T, past, x.device)
+        context = F.scaled_dot_product_attention(
+            queries, keys, values, attn_mask=mask, is_causal=is_causal
+        )  # (B, n_heads, T, head_dim)
+        x = x + self.out_proj(context.transpose(1, 2).reshape(B, T, C))
+        return x + self.ff_out(F.gelu(self.ff_in(self.norm2(x)), approximate="tanh"))
+
+
+class FastGPT(nn.Module):
+    """GPTModel's inference copy in float32, bfloat16 or int8 (see the module's docstring)."""
+
+    def __init__(self, model: GPTModel, precision: str):
+        super().__init__()
+        if precision not in LINEARS:
+            raise ValueError(f"unknown precision {precision!r}")
+        dtype = DTYPES[precision]
+        self.cfg, self.precision = model.cfg, precision
+        self.tok_emb = copy.deepcopy(model.tok_emb).to(dtype).requires_grad_(False)
+        self.pos_emb = copy.deepcopy(model.pos_emb).to(dtype).requires_grad_(False)
+        self.trf_blocks = nn.ModuleList(FastBlock(b, precision) for b in model.trf_blocks)
+        self.final_norm = copy.deepcopy(model.final_norm).to(dtype).requires_grad_(False)
+        if model.is_tied and precision != "int8":
+            self.out_head = DenseLinear(self.tok_emb.weight, None)  # one matrix, as in GPT-2
+        else:
+            self.out_head = LINEARS[precision](model.out_head.weight, None, dtype)
+        self.requires_grad_(False).eval()
+
+    def new_kv_cache(self) -> KVCache:
+        """An empty cache spanning this model's whole context."""
+        return KVCache(self.cfg.n_layers, self.cfg.context_length)
+
+    @torch.no_grad()
+    def forward(
+        self, in_idx: Tensor, kv_cache: KVCache | None = None, *, last_only: bool = False
+    ) -> Tensor:
+        """As GPTModel.forward: logits (B, T, vocab_size), or (B, 1, vocab_size) if last_only."""
+        B, T = in_idx.shape
+        start = kv_cache.length if kv_cache is not None else 0
+        if start + T > self.cfg.context_length:
+            raise ValueError(
+                f"{start + T} positions exceed the context length {self.cfg.context_length}"
+            )
+        positions = torch.arange(start, start + T, device=in_idx.device)
+        x = self.tok_emb(in_idx) + self.pos_emb(positions)  # (B, T, emb_dim)
+        for block in self.trf_blocks:
+            x = block(x, kv_cache)
+        if kv_cache is not None:
+            kv_cache.advance(T)
+        if last_only:
+            x = x[:, -1:]
+        return self.out_head(self.final_norm(x))
