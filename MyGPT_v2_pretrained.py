@@ -71,9 +71,8 @@ def main() -> None:
         print(f"Loaded {source} ({model.num_parameters():,} parameters)\n")
     model = for_inference(model, options.precision, log=print)
     if options.precision != "float32":
-        print(
-            f"Precision: {model.precision} weights{' (auto)' if options.precision == 'auto' else ''}\n"
-        )
+        auto = " (auto)" if options.precision == "auto" else ""
+        print(f"Precision: {model.precision} weights{auto}\n")
     if run_on.compile:
         model = torch.compile(model, dynamic=True)  # prompts and the cache change lengths
     settings = replace(options.settings(), template=options.template or template_of(source))
