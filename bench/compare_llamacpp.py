@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import llamacpp  # noqa: E402 (bench/ is not a package)
 
 from mygpt import GPTConfig, GPTModel, export_gguf, for_inference, generate, gpt2_config  # noqa: E402
+from mygpt.fast import compile_for_generation  # noqa: E402
 
 PAIRS = {"float32": "f32", "bfloat16": "bf16", "int8": "q8_0"}  # MyGPT's precision: GGUF's
 QUICK = GPTConfig(context_length=1024, emb_dim=128, n_heads=4, n_layers=2, qkv_bias=True)
@@ -94,19 +95,27 @@ def compare(name: str, cfg: GPTConfig, tools: Path, args, work: Path) -> list[di
     for precision, outtype in PAIRS.items():
         gguf = export_gguf(model, work / f"{name}-{outtype}.gguf", outtype)
         fast = for_inference(model, precision)
-        mygpt_generation(fast, 8)  # warm-up: first calls pick kernels and allocate
+        start = time.perf_counter()
+        compiled = compile_for_generation(fast)
+        mygpt_prompt(compiled, ids)  # a long prompt's graph too
+        warm_up = time.perf_counter() - start
+        mygpt_generation(fast, 8)  # eager warm-up: first calls pick kernels and allocate
         mygpt_prompt(fast, ids)
-        runs = {"llama.cpp tg": [], "MyGPT tg": [], "llama.cpp pp": [], "MyGPT pp": []}
+        runs = {k: [] for k in ("llama.cpp tg", "MyGPT tg", "compiled tg",
+                                "llama.cpp pp", "MyGPT pp", "compiled pp")}  # fmt: skip
         for _ in range(args.repeats):
             runs["llama.cpp tg"].append(llama_bench(tools, gguf, args.threads, 0, args.new_tokens))
             runs["MyGPT tg"].append(mygpt_generation(fast, args.new_tokens))
+            runs["compiled tg"].append(mygpt_generation(compiled, args.new_tokens))
             runs["llama.cpp pp"].append(llama_bench(tools, gguf, args.threads, args.prompt, 0))
             runs["MyGPT pp"].append(mygpt_prompt(fast, ids))
+            runs["compiled pp"].append(mygpt_prompt(compiled, ids))
         row = {"model": name, "precision": precision, "gguf": outtype.upper(),
-               "weight_bytes_per_token": weight_bytes(fast)}  # fmt: skip
+               "weight_bytes_per_token": weight_bytes(fast), "compile_seconds": warm_up}  # fmt: skip
         row |= {k: statistics.median(v) for k, v in runs.items()}
         rows.append(row)
-        print(f"{name} {precision}: " + ", ".join(f"{k} {row[k]:.1f}" for k in runs), flush=True)
+        print(f"{name} {precision}: " + ", ".join(f"{k} {row[k]:.1f}" for k in runs)
+              + f"; compiled in {warm_up:.1f} s", flush=True)  # fmt: skip
         gguf.unlink()
     return rows
 
@@ -122,6 +131,7 @@ def main() -> None:
     p.add_argument("--json", type=Path, help="also write the results here")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    torch._dynamo.config.recompile_limit = 64  # three precisions' graphs, in one process
     configs = {"small": QUICK} if args.quick else {
         s: gpt2_config(s, qkv_bias=True) for s in args.sizes}  # fmt: skip
     if args.quick:
@@ -134,17 +144,20 @@ def main() -> None:
         rows = [
             r for name, cfg in configs.items() for r in compare(name, cfg, tools, args, Path(tmp))
         ]
+    pp = f"pp{args.prompt}"
     print(
-        f"\n| model | precision (GGUF) | llama.cpp tok/s | MyGPT tok/s | MyGPT / llama.cpp | "
-        f"bound tok/s | pp{args.prompt} llama.cpp | pp{args.prompt} MyGPT | MyGPT / llama.cpp |"
+        f"\n| model | precision (GGUF) | llama.cpp tok/s | MyGPT | compiled | best / llama.cpp | "
+        f"bound | {pp} llama.cpp | {pp} MyGPT | compiled | best / llama.cpp | compile s |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         r["bound"] = bandwidth / r["weight_bytes_per_token"]
+        tg = max(r["MyGPT tg"], r["compiled tg"]) / r["llama.cpp tg"]
+        pp_ratio = max(r["MyGPT pp"], r["compiled pp"]) / r["llama.cpp pp"]
         print(f"| {r['model']} | {r['precision']} ({r['gguf']}) | {r['llama.cpp tg']:.1f} | "
-              f"{r['MyGPT tg']:.1f} | {r['MyGPT tg'] / r['llama.cpp tg']:.2f} | {r['bound']:.0f} | "
-              f"{r['llama.cpp pp']:.0f} | {r['MyGPT pp']:.0f} | "
-              f"{r['MyGPT pp'] / r['llama.cpp pp']:.2f} |")  # fmt: skip
+              f"{r['MyGPT tg']:.1f} | {r['compiled tg']:.1f} | {tg:.2f} | {r['bound']:.0f} | "
+              f"{r['llama.cpp pp']:.0f} | {r['MyGPT pp']:.0f} | {r['compiled pp']:.0f} | "
+              f"{pp_ratio:.2f} | {r['compile_seconds']:.0f} |")  # fmt: skip
     if args.json:
         meta = {"cpu": cpu_line(), "threads": args.threads, "read_bandwidth": bandwidth}
         args.json.write_text(json.dumps({**meta, "rows": rows}, indent=2))

@@ -62,6 +62,14 @@ class KVCache:
         self._keys: list[Tensor | None] = [None] * n_layers
         self._values: list[Tensor | None] = [None] * n_layers
 
+    def allocate(self, batch: int, n_heads: int, head_dim: int, **tensor_options) -> KVCache:
+        """Allocate every layer's buffers now (a compiled model then sees no first use)."""
+        for layer in range(len(self._keys)):
+            shape = (batch, n_heads, self.max_length, head_dim)
+            self._keys[layer] = torch.empty(shape, **tensor_options)
+            self._values[layer] = torch.empty(shape, **tensor_options)
+        return self
+
     def append(self, layer: int, keys: Tensor, values: Tensor) -> tuple[Tensor, Tensor]:
         """Store a layer's new (B, n_heads, T, head_dim) keys and values; return all cached."""
         end = self.length + keys.shape[2]
@@ -86,10 +94,10 @@ def causal_mask(T: int, past: int, device: torch.device) -> tuple[Tensor | None,
     """SDPA's (attn_mask, is_causal) for T new queries after `past` cached positions."""
     # The query at position past+i may see keys 0..past+i. SDPA's is_causal aligns the mask
     # top-left, which is right only when there is no past; a single new token sees everything.
-    if past == 0:
-        return None, T > 1
     if T == 1:
         return None, False
+    if past == 0:
+        return None, True
     return torch.ones(T, past + T, dtype=torch.bool, device=device).tril(diagonal=past), False
 
 
