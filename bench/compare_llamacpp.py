@@ -111,7 +111,8 @@ def compare(name: str, cfg: GPTConfig, tools: Path, args, work: Path) -> list[di
             runs["MyGPT pp"].append(mygpt_prompt(fast, ids))
             runs["compiled pp"].append(mygpt_prompt(compiled, ids))
         row = {"model": name, "precision": precision, "gguf": outtype.upper(),
-               "weight_bytes_per_token": weight_bytes(fast), "compile_seconds": warm_up}  # fmt: skip
+               "weight_bytes_per_token": weight_bytes(fast),
+               "compile_seconds": warm_up}  # fmt: skip
         row |= {k: statistics.median(v) for k, v in runs.items()}
         rows.append(row)
         print(f"{name} {precision}: " + ", ".join(f"{k} {row[k]:.1f}" for k in runs)
