@@ -7,8 +7,6 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-import torch
-
 from mygpt import get_tokenizer, load_weights
 from mygpt.chat import ChatOptions, chat
 from mygpt.cli import (
@@ -22,6 +20,7 @@ from mygpt.cli import (
 )
 from mygpt.config import GPT2_SIZES
 from mygpt.devices import DeviceSettings, allow_tf32, make_autocast, pick_device
+from mygpt.fast import compile_for_generation
 from mygpt.instruct import template_of
 from mygpt.precision import for_inference
 from mygpt.pretrained import default_models_dir
@@ -74,7 +73,7 @@ def main() -> None:
         auto = " (auto)" if options.precision == "auto" else ""
         print(f"Precision: {model.precision} weights{auto}\n")
     if run_on.compile:
-        model = torch.compile(model, dynamic=True)  # prompts and the cache change lengths
+        model = compile_for_generation(model, log=lambda s: print(f"{s.capitalize()}\n"))
     settings = replace(options.settings(), template=options.template or template_of(source))
     history = (download.models_dir or default_models_dir()) / "chat-history"
     with make_autocast(device, run_on.dtype)():

@@ -10,7 +10,7 @@ float32 beside F32, bfloat16 beside BF16, int8 beside Q8_0. Each repeat runs eve
 once, alternating the two, so a noisy spell hits both; the table shows medians. Generation is
 greedy from one token, as llama-bench's tg is; the prompt is processed with the cache, the head
 run for its last position. The bound is what reading the weights once a token costs at the
-measured read bandwidth of this machine.
+read bandwidth PyTorch reaches here (a sum over 1 GB; llama.cpp streams faster on some CPUs).
 """
 
 from __future__ import annotations

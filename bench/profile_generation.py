@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 
+import compare_llamacpp
 import torch
 from compare_hf import copy_bandwidth
 from torch.profiler import ProfilerActivity, profile
@@ -22,7 +23,7 @@ def main() -> None:
     p.add_argument("--precision", default="float32", choices=("float32", "bfloat16", "int8"))
     args = p.parse_args()
     torch.manual_seed(0)
-    model = GPTModel(gpt2_config("124M")).eval()
+    model = GPTModel(gpt2_config("124M", qkv_bias=True)).eval()
     model = for_inference(model.tie_weights(), args.precision)  # tied, as GPT-2's weights are
     prompt = torch.tensor([[6109, 3626, 6100, 345]])  # "Every effort moves you"
     generate(model, prompt, 5)  # warm-up
@@ -31,11 +32,9 @@ def main() -> None:
     ops = prof.key_averages()
     print(ops.table(sort_by="self_cpu_time_total", row_limit=args.rows))
     total = sum(op.self_cpu_time_total for op in ops) / 1e6  # seconds
-    kernels = ("aten::mm", "aten::addmm", "aten::_weight_int8pack_mm")
+    kernels = ("mkldnn::_linear_pointwise", "aten::_int_mm", "aten::mm", "aten::addmm")
     matmul = sum(op.self_cpu_time_total for op in ops if op.key in kernels) / 1e6
-    weight_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
-    if model.tok_emb.weight.dtype != model.out_head.weight.dtype:  # int8: the embedding is
-        weight_bytes -= model.tok_emb.weight.numel() * 4  # only gathered, a row per token
+    weight_bytes = compare_llamacpp.weight_bytes(model)
     per_token = matmul / args.new_tokens
     print(
         f"{args.new_tokens / total:.1f} tokens/s of operator time; matrix products "

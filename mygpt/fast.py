@@ -4,10 +4,11 @@ At batch 1 a token reads every weight once, so speed is how fast each Linear lay
 matrix. What differs from model.py, which stays the book's readable model:
 - one query/key/value projection per block (a (3 emb_dim, emb_dim) matrix) instead of three;
 - Linear layers run oneDNN's kernels on a CPU (F.linear calls MKL, whose float32
-  matrix-vector product streams weights at half the speed on AMD CPUs), and int8 ones
-  multiply int8 by int8 (`torch._int_mm`), as llama.cpp's Q8_0 does;
+  matrix-vector product streams weights at half the speed on AMD CPUs), with the GELU fused
+  on prompts; int8 ones multiply int8 by int8 (`torch._int_mm`), as llama.cpp's Q8_0 does;
 - with `last_only`, the output head (a third of GPT-2 124M's weights) runs for the last
-  position only, all generation needs.
+  position only, all generation needs;
+- `compile_for_generation` removes the Python between kernels, which int8 needs most.
 `for_inference` (precision.py) builds it; tests hold it equal to GPTModel.
 """
 
@@ -21,7 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .model import GPTModel, KVCache, causal_mask
+from .generate import generate
+from .model import GPTModel, KVCache, TransformerBlock, causal_mask
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "int8": torch.float32}
 
@@ -64,7 +66,7 @@ class DenseLinear(nn.Module):
         self.onednn = weight.device.type == "cpu" and torch.backends.mkldnn.is_available()
 
     @classmethod
-    def quantize(
+    def from_weight(
         cls, weight: Tensor, bias: Tensor | None, dtype: torch.dtype, with_gelu: bool = False
     ) -> DenseLinear:
         return cls(weight.detach().to(dtype).contiguous(), _copy(bias, dtype), with_gelu)
@@ -73,15 +75,12 @@ class DenseLinear(nn.Module):
         one_row = x.numel() == x.shape[-1]
         if torch.compiler.is_compiling():
             return self._compiled(x, one_row)
-        if self.onednn and not (self.with_gelu and one_row):
-            # GELU as oneDNN's post-op saves a pass over a prompt's activations; on one row,
-            # a matrix-vector product, oneDNN is faster without it.
-            return _onednn(x, self.weight, self.bias, self.with_gelu)
-        y = (
-            _onednn(x, self.weight, self.bias, False)
-            if self.onednn
-            else F.linear(x, self.weight, self.bias)
-        )
+        if not self.onednn:
+            y = F.linear(x, self.weight, self.bias)
+        elif self.with_gelu and not one_row:  # the post-op saves a pass over a prompt's
+            return _onednn(x, self.weight, self.bias, True)
+        else:  # a matrix-vector product is faster without it
+            y = _onednn(x, self.weight, self.bias, False)
         return gelu(y) if self.with_gelu else y
 
     def _compiled(self, x: Tensor, one_row: bool) -> Tensor:
@@ -114,15 +113,11 @@ class Int8Linear(nn.Module):
         self.with_gelu = with_gelu
 
     @classmethod
-    def quantize(
+    def from_weight(
         cls, weight: Tensor, bias: Tensor | None, dtype: torch.dtype, with_gelu: bool = False
     ) -> Int8Linear:
         q, scales = quantize_rows(weight.detach().float())
         return cls(q, scales.squeeze(1), _copy(bias, dtype), with_gelu)
-
-    @classmethod
-    def from_linear(cls, linear: nn.Linear) -> Int8Linear:
-        return cls.quantize(linear.weight, linear.bias, torch.float32)
 
     def forward(self, x: Tensor) -> Tensor:
         shape = x.shape
@@ -150,16 +145,16 @@ def _copy(tensor: Tensor | None, dtype: torch.dtype) -> Tensor | None:
 
 
 LINEARS: dict[str, Callable[..., nn.Module]] = {  # (weight, bias, dtype, with_gelu=False)
-    "float32": DenseLinear.quantize,
-    "bfloat16": DenseLinear.quantize,
-    "int8": Int8Linear.quantize,
+    "float32": DenseLinear.from_weight,
+    "bfloat16": DenseLinear.from_weight,
+    "int8": Int8Linear.from_weight,
 }
 
 
 class FastBlock(nn.Module):
     """A TransformerBlock with its query, key and value projections fused into one."""
 
-    def __init__(self, block: nn.Module, precision: str):
+    def __init__(self, block: TransformerBlock, precision: str):
         super().__init__()
         att, dtype, linear = block.att, DTYPES[precision], LINEARS[precision]
         self.layer_idx, self.n_heads, self.head_dim = att.layer_idx, att.n_heads, att.head_dim
@@ -242,8 +237,6 @@ class FastGPT(nn.Module):
 def compile_for_generation(model: FastGPT, log: Callable[[str], object] | None = None) -> nn.Module:
     """`model` through torch.compile, with C++ wrapper code (no Python between kernels), and
     warmed up: the graphs of a prompt and of decoding are compiled now, once per process."""
-    from .generate import generate  # generate.py needs no model of ours: import on use
-
     fast = torch.compile(model, dynamic=True, options={"cpp_wrapper": True})
     start = time.perf_counter()
     device = model.tok_emb.weight.device

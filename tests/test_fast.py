@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from mygpt import GPTConfig, GPTModel, for_inference, generate
-from mygpt.fast import DenseLinear, FastGPT, Int8Linear, quantize_rows
+from mygpt.fast import DenseLinear, FastGPT, Int8Linear, compile_for_generation, quantize_rows
 
 CFG = GPTConfig(vocab_size=300, context_length=40, emb_dim=48, n_heads=4, n_layers=2)
 
@@ -58,7 +58,7 @@ def test_onednn_and_f_linear_agree():
     torch.manual_seed(0)
     linear = nn.Linear(64, 96)
     x = torch.randn(3, 5, 64)
-    layer = DenseLinear.quantize(linear.weight, linear.bias, torch.float32)
+    layer = DenseLinear.from_weight(linear.weight, linear.bias, torch.float32)
     assert layer.onednn == torch.backends.mkldnn.is_available()
     torch.testing.assert_close(layer(x), linear(x), rtol=1e-5, atol=1e-5)
     layer.onednn = False
@@ -72,7 +72,7 @@ def test_int8_rows_are_quantized_each_on_its_own():
     assert torch.allclose(scales.squeeze(1), torch.tensor([1.0, 100.0]) / 127)
     torch.manual_seed(0)
     linear = nn.Linear(64, 96)
-    layer = Int8Linear.from_linear(linear)
+    layer = Int8Linear.from_weight(linear.weight, linear.bias, torch.float32)
     x = torch.randn(4, 64) * torch.tensor([[1.0], [10.0], [0.1], [3.0]])
     batched = layer(x)
     for i in range(4):  # exact int32 sums: a row's numbers do not depend on the others
@@ -83,7 +83,8 @@ def test_int8_rows_are_quantized_each_on_its_own():
 
 def test_int8_without_the_int8_kernel_gives_the_same_numbers(monkeypatch):
     torch.manual_seed(0)
-    layer = Int8Linear.from_linear(nn.Linear(64, 96))
+    linear = nn.Linear(64, 96)
+    layer = Int8Linear.from_weight(linear.weight, linear.bias, torch.float32)
     x = torch.randn(3, 5, 64)
     fused = layer(x)
     monkeypatch.delattr(torch, "_int_mm")
@@ -93,3 +94,19 @@ def test_int8_without_the_int8_kernel_gives_the_same_numbers(monkeypatch):
 def test_unknown_precision_is_refused_by_the_copy_too():
     with pytest.raises(ValueError, match="unknown precision 'fp8'"):
         FastGPT(model_of(qkv_bias=False, tied=False), "fp8")
+
+
+@pytest.mark.slow  # compiles: about ten seconds a precision
+@pytest.mark.parametrize("precision", ["float32", "bfloat16", "int8"])
+def test_compiled_copy_gives_the_same_tokens_and_compiles_once(precision):
+    from torch._dynamo.utils import counters
+
+    fast = for_inference(model_of(qkv_bias=True, tied=True), precision)
+    heard = []
+    compiled = compile_for_generation(fast, log=heard.append)
+    assert heard[0].startswith("compiled for generation in ")
+    graphs = counters["stats"]["unique_graphs"]
+    for length in (4, 9):  # prompts and positions the warm-up did not see
+        idx = torch.randint(0, CFG.vocab_size, (1, length))
+        assert torch.equal(generate(compiled, idx, 45), generate(fast, idx, 45))  # slides too
+    assert counters["stats"]["unique_graphs"] == graphs  # all compiled by the warm-up
