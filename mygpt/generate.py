@@ -119,15 +119,17 @@ def generate_stream(
     model.eval()
     try:
         for _ in range(sampling.max_new_tokens):
-            if kv_cache is None:
-                logits = model(idx[:, -context_size:], last_only=True)
-            elif kv_cache.length == 0 or kv_cache.length >= context_size:
+            if kv_cache is not None and 0 < kv_cache.length < context_size:
+                ids = idx[:, -1:]
+            else:
                 # (Re)fill: once the window slides, every position shifts, so cached keys are
                 # stale; the cropped window is recomputed with positions from 0, as without cache.
-                kv_cache.reset()
-                logits = model(idx[:, -context_size:], kv_cache, last_only=True)
-            else:
-                logits = model(idx[:, -1:], kv_cache, last_only=True)
+                ids = idx[:, -context_size:]
+                if kv_cache is not None:
+                    kv_cache.reset()
+            # A fresh tensor, not a view of idx: a compiled model then sees the same strides
+            # each step (a view keeps idx's), so no step compiles a new graph.
+            logits = model(ids.new_empty(ids.shape).copy_(ids), kv_cache, last_only=True)
             # As transformers does: the penalty sees every id so far, prompt included.
             logits = penalize_repetition(logits[:, -1].float(), idx, sampling.repetition_penalty)
             next_ids = sample_next_token(logits, sampling, generator)

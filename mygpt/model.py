@@ -64,8 +64,10 @@ class KVCache:
 
     def allocate(self, batch: int, n_heads: int, head_dim: int, **tensor_options) -> KVCache:
         """Allocate every layer's buffers now (a compiled model then sees no first use)."""
+        # One spare position: no slice of a full cache spans the whole buffer, a case a
+        # compiled graph would otherwise be specialized for, and compiled again.
+        shape = (batch, n_heads, self.max_length + 1, head_dim)
         for layer in range(len(self._keys)):
-            shape = (batch, n_heads, self.max_length, head_dim)
             self._keys[layer] = torch.empty(shape, **tensor_options)
             self._values[layer] = torch.empty(shape, **tensor_options)
         return self
