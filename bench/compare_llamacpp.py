@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import subprocess
 import sys
@@ -31,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import llamacpp  # noqa: E402 (bench/ is not a package)
 
 from mygpt import GPTConfig, GPTModel, export_gguf, for_inference, generate, gpt2_config  # noqa: E402
+from mygpt.devices import cpu_identity  # noqa: E402
 from mygpt.fast import compile_for_generation  # noqa: E402
 
 PAIRS = {"float32": "f32", "bfloat16": "bf16", "int8": "q8_0"}  # MyGPT's precision: GGUF's
@@ -39,11 +39,7 @@ QUICK = GPTConfig(context_length=1024, emb_dim=128, n_heads=4, n_layers=2, qkv_b
 
 def cpu_line() -> str:
     """lscpu's model name and the flags that decide the kernels."""
-    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    name = next((ln.split(":", 1)[1].strip() for ln in text.splitlines()
-                 if ln.startswith("model name")), platform.processor())  # fmt: skip
-    flags = set(next((ln.split(":", 1)[1].split() for ln in text.splitlines()
-                      if ln.startswith("flags")), []))  # fmt: skip
+    name, flags = cpu_identity()
     wanted = ["avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16"]
     return f"{name}; {' '.join(f for f in wanted if f in flags) or 'no AVX2'}"
 

@@ -59,6 +59,17 @@ def pick_device(name: str = "auto") -> torch.device:
         raise UserError(f"--device {name}: not a device; use one of {DEVICE_CHOICES}") from None
 
 
+def cpu_identity() -> tuple[str, frozenset[str]]:
+    """The CPU's model name and instruction-set flags (Linux's /proc/cpuinfo; elsewhere the
+    platform's processor name and no flags)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    first_cpu = cpuinfo.read_text().split("\n\n")[0] if cpuinfo.exists() else ""
+    fields = dict(ln.split(":", 1) for ln in first_cpu.splitlines() if ":" in ln)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    name = fields.get("model name", platform.processor())
+    return name, frozenset(fields.get("flags", "").split())
+
+
 def machine_signature(device: torch.device) -> str:
     """A short hash naming this kind of machine for `device`: the CPU's model name and flags
     (or the GPU's name), torch's version and thread count. Speeds measured on one kind hold
@@ -66,12 +77,8 @@ def machine_signature(device: torch.device) -> str:
     if device.type == "cuda":
         what = [torch.cuda.get_device_name(device)]
     else:
-        lines = (
-            Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []
-        )
-        what = [ln for ln in lines if ln.startswith(("model name", "flags"))][:2] or [
-            platform.processor()
-        ]
+        name, flags = cpu_identity()
+        what = [name, " ".join(sorted(flags))]
     what += [device.type, torch.__version__, str(torch.get_num_threads())]
     return hashlib.sha256("\n".join(what).encode()).hexdigest()[:10]
 
