@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .generate import generate
-from .model import GPTModel, KVCache, TransformerBlock, causal_mask
+from .model import GPTModel, KVCache, TransformerBlock, causal_mask, next_positions
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "int8": torch.float32}
 
@@ -217,18 +217,12 @@ class FastGPT(nn.Module):
         self, in_idx: Tensor, kv_cache: KVCache | None = None, *, last_only: bool = False
     ) -> Tensor:
         """As GPTModel.forward: logits (B, T, vocab_size), or (B, 1, vocab_size) if last_only."""
-        B, T = in_idx.shape
-        start = kv_cache.length if kv_cache is not None else 0
-        if start + T > self.cfg.context_length:
-            raise ValueError(
-                f"{start + T} positions exceed the context length {self.cfg.context_length}"
-            )
-        positions = torch.arange(start, start + T, device=in_idx.device)
+        positions = next_positions(in_idx, kv_cache, self.cfg.context_length)
         x = self.tok_emb(in_idx) + self.pos_emb(positions)  # (B, T, emb_dim)
         for block in self.trf_blocks:
             x = block(x, kv_cache)
         if kv_cache is not None:
-            kv_cache.advance(T)
+            kv_cache.advance(in_idx.shape[1])
         if last_only:
             x = x[:, -1:]
         return self.out_head(self.final_norm(x))

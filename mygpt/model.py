@@ -103,6 +103,15 @@ def causal_mask(T: int, past: int, device: torch.device) -> tuple[Tensor | None,
     return torch.ones(T, past + T, dtype=torch.bool, device=device).tril(diagonal=past), False
 
 
+def next_positions(in_idx: Tensor, kv_cache: KVCache | None, context_length: int) -> Tensor:
+    """Positions of the (B, T) new tokens, after those in the cache; past the context: an error."""
+    start = kv_cache.length if kv_cache is not None else 0
+    end = start + in_idx.shape[1]
+    if end > context_length:
+        raise ValueError(f"{end} positions exceed the context length {context_length}")
+    return torch.arange(start, end, device=in_idx.device)
+
+
 class MultiHeadAttention(nn.Module):
     """Causal multi-head self-attention."""
 
@@ -200,13 +209,7 @@ class GPTModel(nn.Module):
 
         With `last_only`, the logits of the last position only (B, 1, vocab_size): generation's.
         """
-        B, T = in_idx.shape
-        start = kv_cache.length if kv_cache is not None else 0
-        if start + T > self.cfg.context_length:
-            raise ValueError(
-                f"{start + T} positions exceed the context length {self.cfg.context_length}"
-            )
-        positions = torch.arange(start, start + T, device=in_idx.device)
+        positions = next_positions(in_idx, kv_cache, self.cfg.context_length)
         x = self.drop_emb(self.tok_emb(in_idx) + self.pos_emb(positions))  # (B, T, emb_dim)
         for block in self.trf_blocks:
             if self.activation_checkpointing and self.training and torch.is_grad_enabled():
@@ -214,7 +217,7 @@ class GPTModel(nn.Module):
             else:
                 x = block(x, kv_cache)
         if kv_cache is not None:
-            kv_cache.advance(T)
+            kv_cache.advance(in_idx.shape[1])
         if last_only:
             x = x[:, -1:]
         return self.out_head(self.final_norm(x))  # (B, T, vocab_size)
