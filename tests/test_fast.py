@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from mygpt import GPTConfig, GPTModel, for_inference, generate
+from mygpt.lora import LoRASettings, apply_lora
 from mygpt.fast import DenseLinear, FastGPT, Int8Linear, compile_for_generation, quantize_rows
 
 CFG = GPTConfig(vocab_size=300, context_length=40, emb_dim=48, n_heads=4, n_layers=2)
@@ -110,3 +111,18 @@ def test_compiled_copy_gives_the_same_tokens_and_compiles_once(precision):
         idx = torch.randint(0, CFG.vocab_size, (1, length))
         assert torch.equal(generate(compiled, idx, 45), generate(fast, idx, 45))  # slides too
     assert counters["stats"]["unique_graphs"] == graphs  # all compiled by the warm-up
+
+
+def test_a_lora_model_is_copied_with_its_updates_merged():
+    model = model_of(qkv_bias=True, tied=True)
+    idx = torch.randint(0, CFG.vocab_size, (1, 12))
+    with torch.no_grad():
+        base = model(idx)
+    apply_lora(model, LoRASettings(lora_rank=4))
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:  # B starts at zero: give the adapters an update to merge
+                p.add_(0.1 * torch.randn_like(p))
+        expected = model.eval()(idx)
+    assert not torch.allclose(expected, base, atol=1e-3)  # the update matters
+    torch.testing.assert_close(for_inference(model)(idx), expected, rtol=1e-5, atol=1e-5)
