@@ -15,6 +15,7 @@ matrix. What differs from model.py, which stays the book's readable model:
 from __future__ import annotations
 
 import copy
+import platform
 import time
 from collections.abc import Callable
 
@@ -26,6 +27,8 @@ from .generate import generate
 from .model import GPTModel, KVCache, TransformerBlock, causal_mask, next_positions
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "int8": torch.float32}
+# oneDNN's Linear kernels, measured on x86 CPUs only; elsewhere F.linear.
+ONEDNN = torch.backends.mkldnn.is_available() and platform.machine() in ("x86_64", "AMD64")
 
 
 def _frozen(tensor: Tensor | None) -> nn.Parameter | None:
@@ -63,7 +66,7 @@ class DenseLinear(nn.Module):
         self.weight = _frozen(weight)  # (out, in)
         self.bias = _frozen(bias)
         self.with_gelu = with_gelu
-        self.onednn = weight.device.type == "cpu" and torch.backends.mkldnn.is_available()
+        self.onednn = weight.device.type == "cpu" and ONEDNN
 
     @classmethod
     def from_weight(
