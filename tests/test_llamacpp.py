@@ -4,9 +4,12 @@ Needs llama.cpp's tools, built by `uv run python bench/llamacpp.py` (cached per 
 them these tests skip, unless MYGPT_REQUIRE_LLAMACPP=1 (as .ci/run sets after building them).
 """
 
+import json
 import os
 import re
 import subprocess
+import sys
+from pathlib import Path
 
 import llamacpp  # bench/llamacpp.py: conftest puts bench/ on the path
 import pytest
@@ -63,3 +66,23 @@ def test_q8_0_perplexity_within_one_percent_of_f32(trained, tmp_path):
         out = llama("llama-perplexity", "-m", path, "-f", held_out, "-c", 64)
         ppl[outtype] = float(re.search(r"Final estimate: PPL = ([\d.]+)", out.stderr)[1])
     assert abs(ppl["q8_0"] / ppl["f32"] - 1) < 0.01, ppl
+
+
+def test_the_speed_comparison_runs_and_writes_json(tmp_path):
+    """bench/compare_llamacpp.py --quick: every row measured on both sides (no thresholds)."""
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run(
+        [sys.executable, str(root / "bench" / "compare_llamacpp.py"), "--quick",
+         "--json", str(tmp_path / "speed.json")],
+        capture_output=True, text=True, timeout=600, cwd=root,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    results = json.loads((tmp_path / "speed.json").read_text())
+    assert [(r["precision"], r["gguf"]) for r in results["rows"]] == [
+        ("float32", "F32"), ("bfloat16", "BF16"), ("int8", "Q8_0")]  # fmt: skip
+    for row in results["rows"]:
+        for side in ("llama.cpp tg", "MyGPT tg", "compiled tg", "llama.cpp pp", "MyGPT pp"):
+            assert row[side] > 0, side
+        assert 0 < row["weight_bytes_per_token"] < 4 * 50257 * 128 * 2  # the small shape's
+    assert results["read_bandwidth"] > 1e9
+    assert "| small | int8 (Q8_0) |" in out.stdout
