@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from .generate import generate
 from .model import GPTModel, KVCache, TransformerBlock, causal_mask, next_positions
 
+# The dtype of embeddings, norms and activations: int8 is the Linear weights' alone.
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "int8": torch.float32}
 # oneDNN's Linear kernels, measured on x86 CPUs only; elsewhere F.linear.
 ONEDNN = torch.backends.mkldnn.is_available() and platform.machine() in ("x86_64", "AMD64")
