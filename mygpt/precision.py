@@ -16,7 +16,7 @@ import torch
 from .devices import machine_signature
 from .fast import FastGPT
 from .files import cache_dir, write_atomically
-from .lora import lora_layers, merged
+from .lora import has_lora, merged
 from .model import GPTModel
 
 PRECISIONS = ("float32", "bfloat16", "int8", "auto")
@@ -36,7 +36,7 @@ def for_inference(
     """
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
-    if lora_layers(model):
+    if has_lora(model):
         model = merged(model)
     if precision == "auto":
         precision = auto_precision(model, log)
