@@ -62,11 +62,14 @@ class KVCache:
         self._keys: list[Tensor | None] = [None] * n_layers
         self._values: list[Tensor | None] = [None] * n_layers
 
-    def allocate(self, batch: int, n_heads: int, head_dim: int, **tensor_options) -> KVCache:
-        """Allocate every layer's buffers now (a compiled model then sees no first use)."""
+    def _buffer_shape(self, batch: int, n_heads: int, head_dim: int) -> tuple[int, ...]:
         # One spare position: no slice of a full cache spans the whole buffer, a case a
         # compiled graph would otherwise be specialized for, and compiled again.
-        shape = (batch, n_heads, self.max_length + 1, head_dim)
+        return batch, n_heads, self.max_length + 1, head_dim
+
+    def allocate(self, batch: int, n_heads: int, head_dim: int, **tensor_options) -> KVCache:
+        """Allocate every layer's buffers now (a compiled model then sees no first use)."""
+        shape = self._buffer_shape(batch, n_heads, head_dim)
         for layer in range(len(self._keys)):
             self._keys[layer] = torch.empty(shape, **tensor_options)
             self._values[layer] = torch.empty(shape, **tensor_options)
@@ -78,7 +81,7 @@ class KVCache:
         if end > self.max_length:
             raise ValueError(f"KV cache holds {self.max_length} positions, {end} requested")
         if self._keys[layer] is None or self._keys[layer].shape[0] != keys.shape[0]:
-            shape = (*keys.shape[:2], self.max_length, keys.shape[3])
+            shape = self._buffer_shape(*keys.shape[:2], keys.shape[3])
             self._keys[layer] = keys.new_empty(shape)
             self._values[layer] = values.new_empty(shape)
         self._keys[layer][:, :, self.length : end] = keys
