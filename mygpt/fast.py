@@ -38,6 +38,10 @@ def _frozen(tensor: Tensor | None) -> nn.Parameter | None:
     return nn.Parameter(tensor, requires_grad=False)
 
 
+def _copy(tensor: Tensor | None, dtype: torch.dtype) -> Tensor | None:
+    return None if tensor is None else tensor.detach().to(dtype, copy=True)
+
+
 def gelu(x: Tensor) -> Tensor:
     return F.gelu(x, approximate="tanh")  # GPT-2's
 
@@ -144,10 +148,6 @@ def quantize_rows(x: Tensor) -> tuple[Tensor, Tensor]:
     return torch.round(x / scales).to(torch.int8), scales
 
 
-def _copy(tensor: Tensor | None, dtype: torch.dtype) -> Tensor | None:
-    return None if tensor is None else tensor.detach().to(dtype, copy=True)
-
-
 LINEARS: dict[str, Callable[..., nn.Module]] = {  # (weight, bias, dtype, with_gelu=False)
     "float32": DenseLinear.from_weight,
     "bfloat16": DenseLinear.from_weight,
@@ -199,15 +199,15 @@ class FastGPT(nn.Module):
             raise ValueError(f"unknown precision {precision!r}")
         dtype = DTYPES[precision]
         self.cfg, self.precision = model.cfg, precision
-        self.tok_emb = copy.deepcopy(model.tok_emb).to(dtype).requires_grad_(False)
-        self.pos_emb = copy.deepcopy(model.pos_emb).to(dtype).requires_grad_(False)
+        self.tok_emb = copy.deepcopy(model.tok_emb).to(dtype)
+        self.pos_emb = copy.deepcopy(model.pos_emb).to(dtype)
         self.trf_blocks = nn.ModuleList(FastBlock(b, precision) for b in model.trf_blocks)
-        self.final_norm = copy.deepcopy(model.final_norm).to(dtype).requires_grad_(False)
+        self.final_norm = copy.deepcopy(model.final_norm).to(dtype)
         if model.is_tied and precision != "int8":
             self.out_head = DenseLinear(self.tok_emb.weight, None)  # one matrix, as in GPT-2
         else:
             self.out_head = LINEARS[precision](model.out_head.weight, None, dtype)
-        self.requires_grad_(False).eval()
+        self.requires_grad_(False).eval()  # the copied embeddings and norms too
 
     def new_kv_cache(self, batch: int = 1) -> KVCache:
         """An empty cache spanning this model's whole context, allocated for `batch` rows."""
