@@ -3,7 +3,7 @@
 `apply_lora` freezes a GPTModel (its Linear matrices optionally stored in bfloat16) and wraps
 the chosen Linear layers in `LinearWithLoRA`: W x + (alpha / rank) B A x. `merged` folds the
 updates back into a plain GPTModel; `save_adapter` writes the adapters alone, with what is
-needed to apply them again to the same base weights (`load_adapter`).
+needed to apply them again to the same base weights (`read_adapter`, `load_adapter_state`).
 """
 
 from __future__ import annotations

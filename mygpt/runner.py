@@ -282,9 +282,9 @@ def start_model(
     torch.manual_seed(config.train.seed + dist.rank)  # rank 0 as one process; DDP copies it
     saved_lora = checkpoint.get("lora") if checkpoint else None
     if checkpoint:
-        check_resumed_shape(config, GPTConfig(**checkpoint["config"]))
-    if checkpoint and saved_lora is None:
         saved = GPTConfig(**checkpoint["config"])
+        check_resumed_shape(config, saved)
+    if checkpoint and saved_lora is None:
         config = config.resolve(saved)
         model = model_from_state(replace(saved, drop_rate=config.model.drop_rate),
                                  checkpoint["model"])  # fmt: skip

@@ -468,7 +468,7 @@ def trainer_state(trainer: Trainer) -> dict[str, Any]:
     gpt = trainer.gpt
     return {
         "model": adapter_state(gpt) if has_lora(gpt) else gpt.state_dict(),  # LoRA: adapters
-        "config": asdict(trainer.gpt.cfg),
+        "config": asdict(gpt.cfg),
         "optimizer": trainer.optimizer.state_dict(),
         "state": asdict(trainer.state),
         "data": data_signature(trainer),
