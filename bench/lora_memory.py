@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from pydoc_text import pydoc_text  # noqa: E402
 
 from mygpt.config import GPT2_SIZES  # noqa: E402
+from mygpt.devices import cpu_identity  # noqa: E402
 from mygpt.files import cache_dir  # noqa: E402
 
 COMMON = ["--context-length", "1024", "--batch-size", "1", "--eval-freq", "1000",
@@ -121,7 +121,7 @@ def main() -> None:
     tokens = 2 * 1024
     listing = [line for line in stdout.splitlines() if line.startswith(("(", "LoRA rank"))]
     print(json.dumps({
-        "size": args.size, "flags": args.flags, "cpu": platform.processor() or platform.machine(),
+        "size": args.size, "flags": args.flags, "cpu": cpu_identity()[0],
         "peak_rss_gb": round(max(rss1, rss3) / 1e9, 2), "seconds_1_step": round(t1, 1),
         "seconds_3_steps": round(t3, 1), "tokens_per_s": round(tokens / (t3 - t1), 1),
         "files_mb": {k: round(v / 1e6, 2) for k, v in sorted(sizes.items())}, "listing": listing,
