@@ -66,7 +66,8 @@ def weight_bytes(model: torch.nn.Module) -> int:
 def llama_bench(tools: Path, gguf: Path, threads: int, prompt: int, new: int) -> float:
     """llama-bench's tokens/s for one run of a prompt (pp) or of generation (tg)."""
     cmd = [str(tools / "llama-bench"), "-m", str(gguf), "-t", str(threads), "-r", "1",
-           "-p", str(prompt), "-n", str(new), "-o", "json"]  # fmt: skip
+           "-p", str(prompt), "-n", str(new), "-o", "json",
+           *llamacpp.repack_args("llama-bench")]  # fmt: skip
     out = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return json.loads(out.stdout)[0]["avg_ts"]
 
@@ -137,6 +138,7 @@ def main() -> None:
     bandwidth = read_bandwidth()
     print(f"CPU: {cpu_line()}; {args.threads} threads; torch {torch.__version__}; "
           f"read bandwidth {bandwidth / 1e9:.1f} GB/s", flush=True)  # fmt: skip
+    print(llamacpp.configuration(), flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         rows = [
             r for name, cfg in configs.items() for r in compare(name, cfg, tools, args, Path(tmp))
@@ -156,7 +158,8 @@ def main() -> None:
               f"{r['llama.cpp pp']:.0f} | {r['MyGPT pp']:.0f} | {r['compiled pp']:.0f} | "
               f"{pp_ratio:.2f} | {r['compile_seconds']:.0f} |")  # fmt: skip
     if args.json:
-        meta = {"cpu": cpu_line(), "threads": args.threads, "read_bandwidth": bandwidth}
+        meta = {"cpu": cpu_line(), "threads": args.threads, "read_bandwidth": bandwidth,
+                "llama.cpp": llamacpp.configuration()}  # fmt: skip
         args.json.write_text(json.dumps({**meta, "rows": rows}, indent=2))
 
 

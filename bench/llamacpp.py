@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import os
 import shutil
 import subprocess
 import sys
@@ -29,6 +30,43 @@ def cpu_key() -> str:
     lines = Path("/proc/cpuinfo").read_text().splitlines()
     wanted = [ln for ln in lines if ln.startswith(("model name", "flags"))][:2]
     return hashlib.sha256("\n".join(wanted).encode()).hexdigest()[:10]
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags, as /proc/cpuinfo lists them (empty where it has none)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return set()
+    return set(next((ln.split(":", 1)[1].split() for ln in lines if ln.startswith("flags")), []))
+
+
+def no_repack() -> bool:
+    """Whether llama.cpp must run without repacking weights on this CPU.
+
+    On Intel CPUs with AMX, a native build repacks Q8_0 weights for AMX tiles, and that path
+    crashes (SIGSEGV; SIGILL with -t 1), also on Q8_0 files from llama.cpp's own converter;
+    without repacking the same files run and give F32's perplexity. MYGPT_LLAMACPP_NO_REPACK=1
+    asks for it on any CPU (the tests use it to cover this path where there is no AMX).
+    """
+    return os.environ.get("MYGPT_LLAMACPP_NO_REPACK") == "1" or "amx_int8" in cpu_flags()
+
+
+def repack_args(tool: str, repack: bool | None = None) -> list[str]:
+    """The arguments that turn repacking off for `tool` where `repack` is False (by default:
+    where no_repack() says so); llama-bench spells it `--repack 0`, the others `--no-repack`."""
+    if repack is None:
+        repack = not no_repack()
+    if repack:
+        return []
+    return ["--repack", "0"] if tool == "llama-bench" else ["--no-repack"]
+
+
+def configuration(repack: bool | None = None) -> str:
+    """How the tools run here, for a benchmark's table: the version, native build, repacking."""
+    off = repack is False or (repack is None and no_repack())
+    state = "off" if off else "on"
+    return f"llama.cpp of llama-cpp-python {VERSION}, -DGGML_NATIVE=ON, repack {state}"
 
 
 def build_dir() -> Path:

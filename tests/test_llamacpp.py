@@ -38,8 +38,9 @@ def trained(trained_model_file, tmp_path_factory):
     return model, {o: export_gguf(model, folder / f"m-{o}.gguf", o) for o in ("f32", "q8_0")}
 
 
-def llama(tool: str, *args) -> subprocess.CompletedProcess:
-    cmd = [str(TOOLS / tool), "-t", "2", *map(str, args)]
+def llama(tool: str, *args, repack: bool | None = None) -> subprocess.CompletedProcess:
+    """Run one of llama.cpp's tools; without repacking where this CPU needs it (llamacpp.py)."""
+    cmd = [str(TOOLS / tool), "-t", "2", *map(str, args), *llamacpp.repack_args(tool, repack)]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     return done
@@ -57,15 +58,34 @@ def test_llama_cpp_greedy_text_equals_mygpt(trained, tokenizer, prompt):
     assert out.stdout == tokenizer.decode(ids) + "\n\n"  # llama-completion ends with two newlines
 
 
-def test_q8_0_perplexity_within_one_percent_of_f32(trained, tmp_path):
+def perplexity(path: Path, held_out: Path, repack: bool | None = None) -> float:
+    out = llama("llama-perplexity", "-m", path, "-f", held_out, "-c", 64, repack=repack)
+    return float(re.search(r"Final estimate: PPL = ([\d.]+)", out.stderr)[1])
+
+
+@pytest.fixture
+def held_out(tmp_path) -> Path:
+    path = tmp_path / "held-out.txt"
+    path.write_text(" ".join(pydoc_text()[200_000:].split())[:20_000])  # not trained on
+    return path
+
+
+def test_q8_0_perplexity_within_one_percent_of_f32(trained, held_out):
     _, files = trained
-    held_out = tmp_path / "held-out.txt"
-    held_out.write_text(" ".join(pydoc_text()[200_000:].split())[:20_000])  # not trained on
-    ppl = {}
-    for outtype, path in files.items():
-        out = llama("llama-perplexity", "-m", path, "-f", held_out, "-c", 64)
-        ppl[outtype] = float(re.search(r"Final estimate: PPL = ([\d.]+)", out.stderr)[1])
+    ppl = {outtype: perplexity(path, held_out) for outtype, path in files.items()}
     assert abs(ppl["q8_0"] / ppl["f32"] - 1) < 0.01, ppl
+
+
+def test_without_repacking_q8_0_perplexity_is_the_same(trained, held_out):
+    """The path AMX CPUs take (--no-repack), run on every CPU: the same file, the same score."""
+    _, files = trained
+    assert llamacpp.repack_args("llama-perplexity", repack=False) == ["--no-repack"]
+    assert llamacpp.repack_args("llama-bench", repack=False) == ["--repack", "0"]
+    without = perplexity(files["q8_0"], held_out, repack=False)
+    f32 = perplexity(files["f32"], held_out, repack=False)
+    assert abs(without / f32 - 1) < 0.01, (without, f32)
+    if not llamacpp.no_repack():  # repacking runs here: both ways give the same score
+        assert abs(without / perplexity(files["q8_0"], held_out) - 1) < 1e-3
 
 
 def test_the_speed_comparison_runs_and_writes_json(tmp_path):
@@ -86,3 +106,19 @@ def test_the_speed_comparison_runs_and_writes_json(tmp_path):
         assert 0 < row["weight_bytes_per_token"] < 4 * 50257 * 128 * 2  # the small shape's
     assert results["read_bandwidth"] > 1e9
     assert "| small | int8 (Q8_0) |" in out.stdout
+    assert results["llama.cpp"] == llamacpp.configuration()
+
+
+def test_the_speed_comparison_runs_without_repacking(tmp_path):
+    """llama-bench with --repack 0, as on AMX CPUs: it runs and measures every row."""
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "MYGPT_LLAMACPP_NO_REPACK": "1"}
+    out = subprocess.run(
+        [sys.executable, str(root / "bench" / "compare_llamacpp.py"), "--quick",
+         "--json", str(tmp_path / "speed.json")],
+        capture_output=True, text=True, timeout=600, cwd=root, env=env,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    results = json.loads((tmp_path / "speed.json").read_text())
+    assert results["llama.cpp"].endswith("repack off")
+    assert all(row["llama.cpp tg"] > 0 and row["llama.cpp pp"] > 0 for row in results["rows"])
