@@ -10,7 +10,7 @@ import argparse
 
 from mygpt.checkpoint import load_checkpoint
 from mygpt.cli import HelpFormatter, add_settings, given_flags, run_main
-from mygpt.run import GROUPS, RunConfig, parts
+from mygpt.run import GROUPS, RunConfig, parts, refuse_ignored_flags
 from mygpt.runner import eval_run, saved_config, train_run
 
 
@@ -29,9 +29,12 @@ def parse_args(argv: list[str] | None = None) -> tuple[RunConfig, dict | None]:
     given = given_flags(build_parser().parse_args(argv))
     resume = given.get("outputs.resume")
     if resume is None:
+        refuse_ignored_flags(given, None)
         return RunConfig().with_flags(given), None
     checkpoint = load_checkpoint(resume)
-    return saved_config(checkpoint, resume).with_flags(given), checkpoint
+    saved = saved_config(checkpoint, resume)
+    refuse_ignored_flags(given, saved)
+    return saved.with_flags(given), checkpoint
 
 
 def main() -> int:

@@ -18,12 +18,12 @@ from typing import TextIO
 import tiktoken
 import torch
 
-from .errors import UserError
+from .errors import Terminated, UserError
 from .generate import Sampling, stream_text
 from .instruct import RESPONSE, TEMPLATES, format_input
 from .model import GPTModel
 from .precision import PRECISIONS
-from .settings import setting
+from .settings import check_seed, require_seed, setting
 from .tokenizer import ENDOFTEXT_ID
 
 # The chat's sampling unless flags or /set change it; exported models carry the same defaults.
@@ -103,6 +103,7 @@ class ChatOptions:
     )
 
     def __post_init__(self) -> None:
+        require_seed(self)
         self.settings()  # Sampling's own checks, in the flags' words
 
     def settings(self) -> ChatSettings:
@@ -153,6 +154,8 @@ def apply_setting(settings: ChatSettings, name: str, text: str) -> ChatSettings:
         raise ValueError(f"{name}: not a valid value: {text!r}") from None
     if name == "max_new_tokens" and value < 1:
         raise ValueError(f"max_new_tokens must be at least 1, got {value}")
+    if name == "seed":
+        check_seed(value)
     if name == "template" and value not in TEMPLATES:
         raise ValueError(f"template: one of {', '.join(TEMPLATES)}, not {value!r}")
     if name in ("seed", "verbose", "template"):
@@ -215,6 +218,8 @@ def terminal_lines(prompt: str, history_file: Path | None) -> Iterator[str]:
         while True:
             try:
                 line = input(prompt)
+            except Terminated:
+                raise
             except (KeyboardInterrupt, EOFError):
                 print()
                 return
@@ -264,12 +269,16 @@ def chat(
             try:
                 pieces = stream_text(model, tokenizer, text, sampling, generator)
                 n_tokens = _print_pieces(pieces)
+            except Terminated:
+                raise
             except KeyboardInterrupt:  # stop this completion, keep the chat
                 print()
                 continue
             print()
             if settings.verbose:
                 _timing_line(n_tokens, time.perf_counter() - start)
+    except Terminated:
+        raise
     except KeyboardInterrupt:
         print()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from .config import GPTConfig
-from .errors import UserError
+from .errors import NonFiniteError, UserError
 from .files import check_readable, write_atomically
 from .model import GPTModel
 
@@ -24,8 +25,23 @@ def save_model(model: GPTModel, path: str | Path, metadata: dict[str, str] | Non
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     if model.is_tied:
         del state["out_head.weight"]  # tied: safetensors refuses shared storage, and it is a copy
+    if bad := nonfinite_tensor(state):
+        raise NonFiniteError(f"{path}: not written: {bad} holds nan or infinite values")
     metadata = {**(metadata or {}), "config": json.dumps(asdict(model.cfg))}
     return write_atomically(path, lambda tmp: save_file(state, tmp, metadata=metadata))
+
+
+def nonfinite_tensor(state: dict[str, torch.Tensor]) -> str | None:
+    """The name of the first floating tensor of `state` with a nan or infinite value, or None."""
+    return next((k for k, t in state.items() if t.is_floating_point() and not t.isfinite().all()),
+                None)  # fmt: skip
+
+
+def check_finite(model: GPTModel, where: str) -> GPTModel:
+    """`model`, or a UserError where a weight is nan or infinite: it cannot score or generate."""
+    if bad := nonfinite_tensor(model.state_dict()):
+        raise UserError(f"{where}: its weights are not finite ({bad} holds nan or infinite values)")
+    return model
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:
@@ -44,15 +60,50 @@ def load_model(
     # pread, not mmap: mapped pages of the file would count in the process's memory (RSS) for
     # as long as any tensor from it lives, a second copy of the model beside the loaded one.
     with safe_open(str(path), framework="pt", device=str(device), backend="pread") as f:
-        cfg = GPTConfig(**json.loads(f.metadata()["config"]))
+        metadata = f.metadata() or {}
+        if "lora" in metadata and "config" not in metadata:
+            raise UserError(f"{path}: a LoRA adapter, not a model: give its base weights, "
+                            "and this file as --lora-adapter")  # fmt: skip
+        cfg = GPTConfig.from_dict(json.loads(metadata["config"]))
+        slices = {k: f.get_slice(k) for k in f.keys()}  # noqa: SIM118
+        check_tensors(cfg, {k: (tuple(v.get_shape()), v.get_dtype() in FLOATS)
+                            for k, v in slices.items()})  # fmt: skip
         state = {k: as_stored(k, f.get_tensor(k), linear_dtype) for k in f.keys()}  # noqa: SIM118
     return model_from_state(cfg, state).eval()
 
 
+FLOATS = ("F32", "F16", "BF16", "F64")  # safetensors' names of the dtypes weights may have
+
+Layout = dict[str, tuple[tuple[int, ...], bool]]  # a file's tensors: name -> (shape, is float)
+
+
+def check_tensors(cfg: GPTConfig, tensors: Layout) -> None:
+    """A file's tensors are the weights of `cfg`: every name, shape and a floating dtype,
+    checked before anything is read or built; else a ValueError that says what differs."""
+    layers = {int(m[1]) for name in tensors if (m := re.match(r"trf_blocks\.(\d+)\.", name))}
+    if layers != set(range(cfg.n_layers)):  # before a model of n_layers is even on meta
+        raise ValueError(f"its config says {cfg.n_layers} layers, its tensors have {len(layers)}")
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in GPTModel(cfg).state_dict().items()}
+    if "out_head.weight" not in tensors:
+        del expected["out_head.weight"]  # tied to tok_emb
+    if missing := sorted(expected.keys() - tensors.keys()):
+        raise ValueError(f"it has no tensor {missing[0]}")
+    if extra := sorted(tensors.keys() - expected.keys()):
+        raise ValueError(f"it has an unexpected tensor {extra[0]}")
+    for name, want in expected.items():
+        shape, is_float = tensors[name]
+        if shape != want:
+            raise ValueError(f"its tensor {name} is {shape}; its config makes it {want}")
+        if not is_float:
+            raise ValueError(f"its tensor {name} is not floating point")
+
+
 def as_stored(name: str, tensor: torch.Tensor, linear_dtype: torch.dtype) -> torch.Tensor:
-    """`tensor` in `linear_dtype` if it is a Linear layer's matrix, else as it is."""
+    """`tensor` in `linear_dtype` if it is a Linear layer's matrix, else in float32 (what
+    norms, biases and embeddings compute in; a file may hold float16)."""
     is_matrix = tensor.dim() == 2 and not name.startswith(("tok_emb.", "pos_emb."))
-    return tensor.to(linear_dtype) if is_matrix else tensor
+    return tensor.to(linear_dtype if is_matrix else torch.float32)
 
 
 def model_from_state(cfg: GPTConfig, state: dict[str, torch.Tensor]) -> GPTModel:
@@ -74,7 +125,12 @@ def model_from_state(cfg: GPTConfig, state: dict[str, torch.Tensor]) -> GPTModel
 
 def save_checkpoint(checkpoint: dict[str, Any], path: str | Path) -> Path:
     """Write a training checkpoint (Trainer.state_dict() and more) atomically."""
-    return write_atomically(Path(path), lambda tmp: torch.save(checkpoint, tmp))
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # Python's writes: a full disk's OSError is then kept
+            torch.save(checkpoint, f)
+
+    return write_atomically(Path(path), write)
 
 
 def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> dict[str, Any]:
@@ -91,6 +147,24 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> dic
     if not isinstance(checkpoint, dict) or not {"model", "config"} <= checkpoint.keys():
         raise UserError(f"{path}: not a MyGPT training checkpoint")
     return checkpoint
+
+
+def checkpoint_config(checkpoint: dict[str, Any], path: str | Path) -> GPTConfig:
+    """The model shape a training checkpoint records, checked against its tensors (a LoRA
+    run's holds only its adapters); else a UserError naming `path`."""
+    model = checkpoint["model"]
+    try:
+        cfg = GPTConfig.from_dict(checkpoint["config"])
+        if not isinstance(model, dict) or not all(torch.is_tensor(t) for t in model.values()):
+            raise ValueError("its model is not a dict of tensors")
+        if "lora" not in checkpoint:
+            layout = {k: (tuple(t.shape), t.is_floating_point()) for k, t in model.items()}
+            check_tensors(cfg, layout)
+            if bad := nonfinite_tensor(model):
+                raise ValueError(f"{bad} holds nan or infinite values")
+        return cfg
+    except ValueError as e:
+        raise UserError(f"{path}: damaged or not a MyGPT training checkpoint ({e})") from None
 
 
 def _reason(e: Exception) -> str:
@@ -127,5 +201,6 @@ def load_trained_model(
             "model.safetensors (base and adapters merged), or its adapter.safetensors with "
             "--lora-adapter on its base weights"
         )
+    cfg = checkpoint_config(ckpt, path)
     state = {k: as_stored(k, v, linear_dtype) for k, v in ckpt["model"].items()}
-    return model_from_state(GPTConfig(**ckpt["config"]), state).eval()
+    return model_from_state(cfg, state).eval()

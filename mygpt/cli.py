@@ -10,22 +10,29 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
+from .errors import Terminated, UserError
 from .settings import flag_fields, flag_of
 from .weights import DownloadSettings
 
 
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def run_main(main: Callable[[], int | None]) -> None:
-    """Run a script's main(); a UserError prints one line and exits with its code."""
+    """Run a script's main(); a UserError prints one line and exits with its code; Ctrl-C
+    and SIGTERM stop it as KeyboardInterrupt (exit 130 and 143)."""
     sys.stdout.reconfigure(line_buffering=True)  # lines appear as they happen, piped or not
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         code = main()
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(e.exit_code)
-    except KeyboardInterrupt:
-        print("\nInterrupted.", file=sys.stderr)
-        sys.exit(130)
+    except KeyboardInterrupt as e:
+        terminated = isinstance(e, Terminated)
+        print(f"\n{'Terminated' if terminated else 'Interrupted'}.", file=sys.stderr)
+        sys.exit(128 + (signal.SIGTERM if terminated else signal.SIGINT))
     sys.exit(code or 0)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 
 
 @dataclass(frozen=True)
@@ -26,10 +26,32 @@ class GPTConfig:
         if not 0.0 <= self.drop_rate < 1.0:
             raise ValueError(f"drop_rate must be in [0, 1), got {self.drop_rate}")
 
+    @classmethod
+    def from_dict(cls, values: object) -> GPTConfig:
+        """A GPTConfig from a file's JSON-like dict, every field given with its exact type
+        (an int is not a bool, a float or text); a ValueError says which one is wrong."""
+        if not isinstance(values, dict):
+            raise ValueError(f"the model config is {type(values).__name__}, not an object")
+        names = [f.name for f in fields(cls)]
+        if missing := [n for n in names if n not in values]:
+            raise ValueError(f"the model config has no {', '.join(missing)}")
+        if extra := sorted(set(values) - set(names)):
+            raise ValueError(f"the model config has unknown fields: {', '.join(map(str, extra))}")
+        for name in names:
+            kind, value = _FIELD_TYPES[name], values[name]
+            if type(value) not in kind:  # bool is an int to isinstance
+                raise ValueError(f"the model config's {name} is {value!r}, not {kind[0].__name__}")
+        return cls(**values)
+
     @property
     def head_dim(self) -> int:
         return self.emb_dim // self.n_heads
 
+
+_FIELD_TYPES = {f.name: (int,) for f in fields(GPTConfig)} | {
+    "drop_rate": (float, int),
+    "qkv_bias": (bool,),
+}
 
 # (emb_dim, n_layers, n_heads) of the models OpenAI released.
 GPT2_SIZES: dict[str, tuple[int, int, int]] = {

@@ -24,7 +24,7 @@ from tqdm import tqdm
 from .data import TokenWindows, read_text, split_text
 from .documents import SUFFIXES, corpus_kind, documents, pieces
 from .errors import DataError
-from .files import cache_dir, check_readable, special_kind
+from .files import cache_dir, check_readable, special_kind, write_atomically
 from .tokenizer import ENDOFTEXT, ENDOFTEXT_ID
 
 IN_MEMORY_LIMIT = 16 * 2**20  # bytes of text; more than this goes through a token file
@@ -196,14 +196,17 @@ def _make_token_file(
     start = time.perf_counter()
     total = sum(f.stat().st_size for f in files)
     token_file.parent.mkdir(parents=True, exist_ok=True)
-    n_tokens = _tokenize_to_file(files, total, tokenizer, token_file, source["text_field"])
-    if n_tokens == 0:
-        token_file.unlink()
-        raise DataError(f"{path}: the corpus holds no text")
-    meta_file = token_file.with_suffix(".json")
-    meta_tmp = meta_file.with_name(meta_file.name + ".tmp")
-    meta_tmp.write_text(json.dumps({"source": source, "n_tokens": n_tokens}, indent=1))
-    os.replace(meta_tmp, meta_file)
+    counted = []
+
+    def tokenize(tmp: Path) -> None:
+        counted.append(_tokenize_to_file(files, total, tokenizer, tmp, source["text_field"]))
+        if counted[0] == 0:
+            raise DataError(f"{path}: the corpus holds no text")
+
+    write_atomically(token_file, tokenize)  # another run may be making the same file: each its own
+    n_tokens = counted[0]
+    meta = json.dumps({"source": source, "n_tokens": n_tokens}, indent=1)
+    write_atomically(token_file.with_suffix(".json"), lambda tmp: tmp.write_text(meta))
     log(
         f"Tokenized {total / 1e6:,.1f} MB into {n_tokens:,} tokens in "
         f"{time.perf_counter() - start:.1f} s: {token_file}"
@@ -230,10 +233,9 @@ def _tokenize_to_file(
     token_file: Path,
     text_field: str = "text",
 ) -> int:
-    """Write the ids of all files' documents, <|endoftext|> between them, as uint16; their
-    number. Documents stream through in batches of about 1 MB per thread."""
+    """Write the ids of all files' documents, <|endoftext|> between them, as uint16, into
+    `token_file`; their number. Documents stream through in batches of about 1 MB per thread."""
     assert tokenizer.n_vocab <= 2**16, "ids must fit in uint16"
-    tmp = token_file.with_name(token_file.name + ".tmp")
     threads = os.cpu_count() or 1
     endoftext = np.array([ENDOFTEXT_ID], dtype=np.uint16).tobytes()
     n_tokens, first, batch, batch_bytes = 0, True, [], 0
@@ -252,23 +254,16 @@ def _tokenize_to_file(
         bar.update(sum(piece.n_bytes for piece in batch))
         batch.clear()
 
-    try:
-        with (
-            open(tmp, "wb") as out,
-            tqdm(
-                total=total_bytes, unit="B", unit_scale=True, desc="Tokenizing", disable=None
-            ) as bar,
-        ):
-            for f in files:
-                for piece in pieces(f, text_field):
-                    batch.append(piece)
-                    batch_bytes += len(piece.text)
-                    if batch_bytes >= threads * _BATCH_BYTES:
-                        flush(out, bar)
-                        batch_bytes = 0
-            flush(out, bar)
-    except BaseException:  # bad text, a full disk, Ctrl-C: leave no partial file behind
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, token_file)
+    with (
+        open(token_file, "wb") as out,
+        tqdm(total=total_bytes, unit="B", unit_scale=True, desc="Tokenizing", disable=None) as bar,
+    ):
+        for f in files:
+            for piece in pieces(f, text_field):
+                batch.append(piece)
+                batch_bytes += len(piece.text)
+                if batch_bytes >= threads * _BATCH_BYTES:
+                    flush(out, bar)
+                    batch_bytes = 0
+        flush(out, bar)
     return n_tokens

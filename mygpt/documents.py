@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import json
 import re
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,10 +115,12 @@ def _parquet_pieces(path: Path, text_field: str) -> Iterator[Piece]:
             "--text-field names the one holding the text"
         )
     field_type = table.schema_arrow.field(text_field).type
+    if pa.types.is_dictionary(field_type):  # strings stored once each, by index
+        field_type = field_type.value_type
     if not (pa.types.is_string(field_type) or pa.types.is_large_string(field_type)):
         raise DataError(f"{path}: column {text_field!r} holds {field_type}, not text")
     size, rows, row = path.stat().st_size, max(1, table.metadata.num_rows), 0
-    for batch in table.iter_batches(batch_size=_ROWS, columns=[text_field]):
+    for batch in _batches(table, text_field, path):
         texts = batch.column(0).to_pylist()
         share = size * len(texts) // rows
         for i, text in enumerate(texts):
@@ -125,6 +128,21 @@ def _parquet_pieces(path: Path, text_field: str) -> Iterator[Piece]:
                 raise DataError(f"{path}: row {row + i + 1}: {text_field!r} is null, not text")
             yield Piece(text, True, share if i == 0 else 0)
         row += len(texts)
+
+
+def _batches(table, text_field: str, path: Path) -> Iterator:
+    """The column's record batches; damaged pages (a bad checksum or compression) a DataError."""
+    import pyarrow as pa
+
+    batches = table.iter_batches(batch_size=_ROWS, columns=[text_field])
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except (pa.ArrowException, OSError) as e:
+            raise DataError(f"{path}: damaged ({str(e).splitlines()[0]})") from None
+        yield batch
 
 
 def _jsonl_pieces(path: Path, text_field: str) -> Iterator[Piece]:
@@ -137,21 +155,22 @@ def _jsonl_pieces(path: Path, text_field: str) -> Iterator[Piece]:
                     continue
                 try:
                     record = json.loads(line)
-                except (ValueError, UnicodeDecodeError) as e:
-                    raise DataError(f"{path}: line {number}: not JSON ({_reason(e)})") from None
+                except (ValueError, RecursionError) as e:
+                    reason = json_reason(e, one_line=True)
+                    raise DataError(f"{path}: line {number}: not JSON ({reason})") from None
                 text = _text_of(record, text_field, path, f"line {number}")
                 yield Piece(text, True, raw.tell() - done)
                 done = raw.tell()
-        except (OSError, EOFError) as e:  # a damaged or truncated gzip stream
+        except (OSError, EOFError, zlib.error) as e:  # a damaged or truncated gzip stream
             raise DataError(f"{path}: cannot be read ({e})") from None
 
 
 def _json_pieces(path: Path, text_field: str) -> Iterator[Piece]:
     """A .json file is one JSON value, read whole: a list of records (use .jsonl to stream)."""
     try:
-        records = json.loads(path.read_bytes())
-    except (ValueError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: not JSON ({_reason(e)})") from None
+        records = json.loads(path.read_bytes())  # bytes: a byte-order mark is allowed
+    except (ValueError, RecursionError) as e:
+        raise DataError(f"{path}: not JSON ({json_reason(e)})") from None
     if not isinstance(records, list):
         raise DataError(f"{path}: not a JSON list of records")
     size = path.stat().st_size
@@ -160,9 +179,14 @@ def _json_pieces(path: Path, text_field: str) -> Iterator[Piece]:
         yield Piece(text, True, size if number == 1 else 0)
 
 
-def _reason(e: ValueError) -> str:
+def json_reason(e: ValueError | RecursionError, one_line: bool = False) -> str:
+    """Why json.loads refused a text, in a few words: where, as its line and column (only
+    the column for `one_line`, a line of a .jsonl numbered by the caller)."""
+    if isinstance(e, RecursionError):
+        return "nested too deeply"
     if isinstance(e, json.JSONDecodeError):
-        return f"{e.msg.removesuffix(' at')} at line {e.lineno}, column {e.colno}"
+        line = "" if one_line else f"line {e.lineno}, "
+        return f"{e.msg.removesuffix(' at')} at {line}column {e.colno}"
     return "not UTF-8"
 
 

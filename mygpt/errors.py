@@ -21,3 +21,7 @@ class SaveError(UserError):
     """A run's file could not be written; the message says what is lost and what is kept."""
 
     exit_code = 1
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised as Ctrl-C is (cli.run_main): the same clean-up runs, nothing is left."""

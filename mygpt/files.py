@@ -3,20 +3,30 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import stat
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import UserError
 
 
 def write_atomically(path: str | Path, write: Callable[[Path], object]) -> Path:
-    """Call `write(tmp)`, then rename tmp to `path`: it is whole or as it was, never partial."""
+    """Call `write(tmp)`, then rename tmp to `path`: it is whole or as it was, never partial.
+
+    tmp is this call's own (created exclusively beside `path`): two processes writing one
+    name never write into the same file, and the last rename wins whole.
+    """
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(name)
     try:
-        write(tmp)
+        _as_os_error(write, tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # as open() makes files: mkstemp's are 0600
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -27,11 +37,11 @@ def write_atomically(path: str | Path, write: Callable[[Path], object]) -> Path:
 def write_folder_atomically(folder: str | Path, write: Callable[[Path], object]) -> Path:
     """Call `write(tmp_folder)`, then put it in place of `folder` (replacing one that exists)."""
     folder = Path(folder)
-    tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
-    old = folder.with_name(f"{folder.name}.old-{os.getpid()}")
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".tmp"))
+    old = tmp.with_suffix(".old")  # unique as tmp is
     try:
-        tmp.mkdir()
-        write(tmp)
+        os.chmod(tmp, 0o777 & ~_umask())
+        _as_os_error(write, tmp)
         if folder.exists():
             os.replace(folder, old)
         os.replace(tmp, folder)
@@ -42,6 +52,43 @@ def write_folder_atomically(folder: str | Path, write: Callable[[Path], object])
         raise
     shutil.rmtree(old, ignore_errors=True)
     return folder
+
+
+def _as_os_error(write: Callable[[Path], object], tmp: Path) -> None:
+    """`write(tmp)`, where a failed write of the file system raises OSError, whatever library
+    wrote: torch.save's RuntimeError holds it as its context, safetensors' names its errno."""
+    try:
+        write(tmp)
+    except OSError:
+        raise
+    except Exception as e:
+        if isinstance(e.__context__, OSError):
+            raise e.__context__ from e
+        if code := re.search(r"\(os error (\d+)\)", str(e)):
+            errno = int(code.group(1))
+            raise OSError(errno, os.strerror(errno), str(tmp)) from e
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # the only way to read it is to set it; put it straight back
+    os.umask(mask)
+    return mask
+
+
+@contextmanager
+def removed_if_left_empty(folder: Path) -> Iterator[None]:
+    """Within: `folder` may be made; on leaving, however, it and the parents made for it are
+    removed again where nothing was written in them (a run that failed to start)."""
+    made = [p for p in (folder, *folder.parents) if not p.exists()]  # deepest first
+    try:
+        yield
+    finally:
+        for p in made:
+            try:
+                p.rmdir()
+            except OSError:  # not empty, or gone: what is in it stays
+                break
 
 
 def check_new_output(path: Path, force: bool, what: str) -> None:

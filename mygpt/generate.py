@@ -7,6 +7,7 @@ and for text (`stream_text`, `complete_text`, the chat).
 from __future__ import annotations
 
 import codecs
+import math
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass, fields, replace
 
@@ -32,14 +33,16 @@ class Sampling:
     def __post_init__(self) -> None:
         if self.max_new_tokens < 0:
             raise ValueError(f"max_new_tokens must be >= 0, got {self.max_new_tokens}")
-        if not self.temperature >= 0.0:  # also refuses nan
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0.0 <= self.temperature < math.inf:  # also refuses nan
+            raise ValueError(f"temperature must be >= 0 and finite, got {self.temperature}")
         if self.top_k is not None and self.top_k < 1:
             raise ValueError(f"top_k must be at least 1, got {self.top_k}")
         if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-        if not self.repetition_penalty > 0.0:
-            raise ValueError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
+        if not 0.0 < self.repetition_penalty < math.inf:
+            raise ValueError(
+                f"repetition_penalty must be > 0 and finite, got {self.repetition_penalty}"
+            )
         if isinstance(self.stop, str):
             raise TypeError("stop is a tuple of strings, not one string")
         if "" in self.stop:
@@ -63,7 +66,8 @@ def penalize_repetition(logits: Tensor, seen: Tensor, penalty: float) -> Tensor:
         return logits
     scores = logits.gather(-1, seen)
     scores = torch.where(scores < 0, scores * penalty, scores / penalty)
-    return logits.scatter(-1, seen, scores)
+    # A penalty near 0 overflows: the largest finite logit keeps such a token first, not nan.
+    return logits.scatter(-1, seen, scores.nan_to_num())
 
 
 def sample_next_token(
@@ -72,7 +76,11 @@ def sample_next_token(
     """Pick one token id per row of (B, vocab_size) logits; temperature 0 is greedy (argmax)."""
     if sampling.temperature <= 0.0:
         return logits.argmax(dim=-1, keepdim=True)  # (B, 1)
-    logits = logits.float() / sampling.temperature
+    logits = logits.float()
+    # Shifted so that the best is 0: a tiny temperature then leaves it alone at 0 (0 / 0 is
+    # nan, made 0) with the rest at -inf, the greedy limit, where logits / t overflowed to nan.
+    logits = logits - logits.amax(dim=-1, keepdim=True)
+    logits = (logits / sampling.temperature).nan_to_num(nan=0.0, neginf=float("-inf"))
     top_k, top_p = sampling.top_k, sampling.top_p
     if top_k is not None and top_k < logits.shape[-1]:
         kth_best = torch.topk(logits, top_k, dim=-1).values[:, -1:]

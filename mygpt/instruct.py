@@ -20,6 +20,7 @@ from safetensors import SafetensorError
 from torch import Tensor
 
 from .checkpoint import read_metadata
+from .documents import json_reason
 from .errors import DataError
 from .evaluate import TextScore
 from .model import GPTModel
@@ -68,8 +69,9 @@ def _first_record(path: Path) -> dict:
     with open(path, "rb") as f:
         if path.suffix.lower() == ".jsonl":
             line = next((line for line in f if line.strip()), b"{}")
-            return json.loads(line)
-        head = f.read(1 << 20).decode("utf-8", errors="ignore").lstrip()
+            record = json.loads(line)  # bytes: a byte-order mark is allowed
+            return record if isinstance(record, dict) else {}
+        head = f.read(1 << 20).decode("utf-8", errors="ignore").removeprefix(BOM).lstrip()
     if not head.startswith("["):
         return {}
     start = len(head) - len(head[1:].lstrip())
@@ -77,24 +79,40 @@ def _first_record(path: Path) -> dict:
     return record if isinstance(record, dict) else {}
 
 
+BOM = "\ufeff"  # a UTF-8 byte-order mark, as some editors write it: allowed, not text
+
+
 def load_instructions(path: Path) -> list[dict]:
-    """The records of a .json list or a .jsonl file, each checked; a DataError names the record."""
+    """The records of a .json list or a .jsonl file, each checked; a DataError names the
+    record (a .json's by number, a .jsonl's by its line)."""
     try:
-        if path.suffix.lower() == ".jsonl":
-            lines = path.read_text().splitlines()
-            records = [json.loads(line) for line in lines if line.strip()]
-        else:
-            records = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: not JSON ({e})") from None
-    if not isinstance(records, list) or not records:
+        text = path.read_text(encoding="utf-8").removeprefix(BOM)
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not UTF-8 text") from None
+    jsonl = path.suffix.lower() == ".jsonl"
+    lines = [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+    numbered = lines if jsonl else [(1, text)]
+    parsed = []
+    for number, line in numbered:
+        try:
+            parsed.append((number, json.loads(line)))
+        except (ValueError, RecursionError) as e:
+            where = f"line {number}: " if jsonl else ""
+            raise DataError(f"{path}: {where}not JSON ({json_reason(e, jsonl)})") from None
+    if not jsonl:
+        records = parsed[0][1]
+        if not isinstance(records, list) or not records:
+            raise DataError(f"{path}: no instruction records (a JSON list of them, or one a line)")
+        parsed = list(enumerate(records, 1))
+    if not parsed:
         raise DataError(f"{path}: no instruction records (a JSON list of them, or one a line)")
-    for number, record in enumerate(records, 1):
-        missing = [k for k in ("instruction", "output") if not isinstance(record.get(k), str)]
-        if not isinstance(record, dict) or missing:
-            what = "not an object" if not isinstance(record, dict) else f"no text {missing[0]!r}"
-            raise DataError(f"{path}: record {number}: {what}")
-    return records
+    for number, record in parsed:
+        where = f"line {number}" if jsonl else f"record {number}"
+        if not isinstance(record, dict):
+            raise DataError(f"{path}: {where}: {json.dumps(record)[:40]} is not an object")
+        if missing := [k for k in ("instruction", "output") if not isinstance(record.get(k), str)]:
+            raise DataError(f"{path}: {where}: no text {missing[0]!r}")
+    return [record for _, record in parsed]
 
 
 def split_instructions(records: list[dict], train_ratio: float, seed: int) -> tuple[list, list]:

@@ -333,7 +333,7 @@ class AdapterInfo:
     @classmethod
     def from_dict(cls, saved: dict) -> AdapterInfo:
         return cls(**{**saved, "targets": tuple(saved["targets"]),
-                      "config": GPTConfig(**saved["config"])})  # fmt: skip
+                      "config": GPTConfig.from_dict(saved["config"])})  # fmt: skip
 
 
 def save_adapter(model: GPTModel, info: AdapterInfo, path: str | Path) -> Path:

@@ -161,6 +161,7 @@ class ReportSettings:
     def __post_init__(self) -> None:
         require_positive(self, "sample_tokens")
         require_non_negative(self, "sample_every")
+        require(self.start_context != "", "start_context", "must not be empty: samples continue it")
 
 
 @dataclass(frozen=True)
@@ -263,6 +264,35 @@ class RunConfig:
         """From the flat flag dict that checkpoints of MyGPT before RunConfig saved ("args")."""
         return cls().with_flags(_typed({key: flags[name] for key, name in _flag_keys().items()
                                         if name in flags and name != "resume"}))  # fmt: skip
+
+
+# What --eval-only reads of a run's flags; the rest of these parts only train.
+_EVAL_IGNORES = ("data.train_ratio", "data.stride", "data.mask_prompt", "model.drop_rate",
+                 "train.", "report.", "outputs.", "lora.")  # fmt: skip
+_EVAL_USES = ("train.batch_size", "train.seed", "outputs.resume", "lora.lora_adapter",
+              "lora.base_dtype")  # fmt: skip
+
+
+def refuse_ignored_flags(given: dict[str, Any], resumed: RunConfig | None) -> None:
+    """A UserError for flags given where they would do nothing: with --eval-only the training
+    flags, with --resume --init-from (the checkpoint holds the weights) and another --data
+    (its position in the data would be reused on other data)."""
+    flags = [key for key in given if key in _flag_keys()]
+    if given.get("eval_only"):
+        ignored = [k for k in flags if k.startswith(_EVAL_IGNORES) and k not in _EVAL_USES]
+        if ignored:
+            names = ", ".join(flag_of(_flag_keys()[k]) for k in ignored)
+            raise UserError(f"--eval-only scores a model and trains nothing: {names} does nothing")
+    if resumed is None:
+        return
+    if "model.init_from" in given:
+        raise UserError("--resume continues the checkpoint's weights: --init-from does nothing")
+    other = Path(given.get("data.data", resumed.data.data)).resolve() != resumed.data.data.resolve()
+    if other and not given.get("eval_only"):  # scoring a checkpoint on other data is fine
+        raise UserError(
+            f"--resume continues on the data it was trained on, {resumed.data.data}, where it "
+            f"stopped; --data {given['data.data']} is other data (start a run with --init-from)"
+        )
 
 
 def check_shape(model: ModelSettings, weights: GPTConfig) -> None:

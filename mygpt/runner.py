@@ -16,7 +16,7 @@ from functools import partial
 import torch
 from tqdm import tqdm
 
-from .checkpoint import load_checkpoint, model_from_state
+from .checkpoint import checkpoint_config, load_checkpoint, model_from_state
 from .cli import GracefulStop, banner
 from .config import GPTConfig
 from .corpus import load_corpus, load_tokens
@@ -33,6 +33,7 @@ from .devices import (
 from .distributed import Dist, init_distributed, shutdown_distributed
 from .errors import DataError, NonFiniteError, SaveError, UserError
 from .evaluate import TextScore, score_tokens
+from .files import removed_if_left_empty
 from .instruct import (
     RESPONSE,
     InstructionBatches,
@@ -110,9 +111,10 @@ def train_run(config: RunConfig, checkpoint: dict | None = None) -> TrainResult:
     try:
         if not dist.is_main:  # rank 0 holds the output folder for all of them
             return _train(config, checkpoint, dist, device)
-        check_output_dir(config.outputs.output_dir)
-        with claim_output_dir(config.outputs.output_dir):
-            return _train(config, checkpoint, dist, device)
+        with removed_if_left_empty(config.outputs.output_dir):
+            check_output_dir(config.outputs.output_dir)
+            with claim_output_dir(config.outputs.output_dir):
+                return _train(config, checkpoint, dist, device)
     finally:
         shutdown_distributed(dist)
 
@@ -172,19 +174,25 @@ def _train(config: RunConfig, checkpoint: dict | None, dist: Dist, device) -> Tr
     files = RunOutputs(config.outputs.output_dir, trainer, config.to_dict(), template,
                        started.adapter)  # fmt: skip
     start = time.perf_counter()
-    try:
-        finished = run_training(config, trainer, tokenizer, dist, files, prompt)
-    except NonFiniteError as e:
-        advice = "lower --lr or set --grad-clip (--allow-nonfinite skips such steps)"
-        raise NonFiniteError(f"{e}: {advice}; {files.last_saved()}") from None
-    except RuntimeError as e:  # torch.OutOfMemoryError is one
-        if not is_out_of_memory(e):
-            raise
-        raise out_of_memory_error(config, device, files) from None
-    if not finished:
-        report_interrupted(trainer, files, dist)
-        return TrainResult(trainer.gpt, trainer.state, config, interrupted=True)
-    finish(config, trainer, tokenizer, dist, files, time.perf_counter() - start, prompt)
+    with GracefulStop() as stop:  # also over the final save: a signal then waits for it
+        try:
+            finished = run_training(config, trainer, tokenizer, dist, files, prompt, stop)
+        except NonFiniteError as e:
+            advice = "lower --lr or set --grad-clip (--allow-nonfinite skips such steps)"
+            raise NonFiniteError(f"{e}: {advice}; {files.last_saved()}") from None
+        except RuntimeError as e:  # torch.OutOfMemoryError is one
+            if not is_out_of_memory(e):
+                raise
+            raise out_of_memory_error(config, device, files) from None
+        if not finished:
+            report_interrupted(trainer, files, dist)
+            return TrainResult(trainer.gpt, trainer.state, config, interrupted=True)
+        stop.message = "Saving the trained model first (Ctrl-C again: a checkpoint instead)..."
+        try:
+            finish(config, trainer, tokenizer, dist, files, time.perf_counter() - start, prompt)
+        except KeyboardInterrupt:  # the second Ctrl-C: what finish wrote is whole, or not there
+            report_interrupted(trainer, files, dist)
+            return TrainResult(trainer.gpt, trainer.state, config, interrupted=True)
     return TrainResult(trainer.gpt, trainer.state, config)
 
 
@@ -282,7 +290,7 @@ def start_model(
     torch.manual_seed(config.train.seed + dist.rank)  # rank 0 as one process; DDP copies it
     saved_lora = checkpoint.get("lora") if checkpoint else None
     if checkpoint:
-        saved = GPTConfig(**checkpoint["config"])
+        saved = checkpoint_config(checkpoint, config.outputs.resume)
         check_resumed_shape(config, saved)
     if checkpoint and saved_lora is None:
         config = config.resolve(saved)
@@ -397,6 +405,10 @@ def load_data(config: RunConfig, tokenizer, dist: Dist, log, split: bool = False
         return (
             split_instructions(records, data.share(True), config.train.seed) if split else records
         )
+    given = [flag for flag, value in (("--mask-prompt", data.mask_prompt),
+             ("--max-length", data.max_length)) if value]  # fmt: skip
+    if given:
+        raise UserError(f"{given[0]} is for instruction data; {data.data} is text to train on")
     if not split:
         return load_tokens(data.data, tokenizer, data.memmap or None, log, data.text_field)
     return load_corpus(data.data, tokenizer, data.share(False), data.memmap or None, log,
@@ -421,10 +433,9 @@ def windows(config: RunConfig, data, cfg: GPTConfig, dist: Dist):
     return train, val, config.report.start_context
 
 
-def run_training(
-    config: RunConfig, trainer: Trainer, tokenizer, dist: Dist, files: RunOutputs, prompt: str
-) -> bool:
-    """Trainer.run with the book's reports; False if Ctrl-C stopped it first."""
+def run_training(config: RunConfig, trainer: Trainer, tokenizer, dist: Dist, files: RunOutputs,
+                 prompt: str, stop: Callable[[], bool]) -> bool:  # fmt: skip
+    """Trainer.run with the book's reports; False if `stop` (Ctrl-C) stopped it first."""
     every = config.report.sample_every
 
     def on_step(state: TrainState, lr: float, grad_norm) -> None:
@@ -440,13 +451,10 @@ def run_training(
             tqdm.write(progress_line(state.epoch, state.step - 1, train_loss, val_loss))
 
     # The bar lives on stderr and only on a terminal; tqdm.write keeps it below the printed lines.
-    with (
-        tqdm(
-            total=trainer.total_steps, initial=trainer.state.step, unit="step", leave=False,
-            disable=None if dist.is_main else True,
-        ) as bar,
-        GracefulStop() as stop,
-    ):  # fmt: skip
+    with tqdm(
+        total=trainer.total_steps, initial=trainer.state.step, unit="step", leave=False,
+        disable=None if dist.is_main else True,
+    ) as bar:  # fmt: skip
         return trainer.run(
             on_step=on_step,
             on_eval=on_eval,

@@ -68,3 +68,19 @@ def require_non_negative(settings: object, *names: str) -> None:
     for name in names:
         value = getattr(settings, name)
         require(value is None or value >= 0, name, f"must be >= 0, got {value}")
+
+
+MAX_SEED = 2**63 - 1  # what torch.manual_seed and NumPy's generators both take
+
+
+def check_seed(value: int | None) -> None:
+    """A seed is None (random) or an integer from 0 to MAX_SEED; else a ValueError."""
+    if value is not None and not 0 <= value <= MAX_SEED:
+        raise ValueError(f"seed must be from 0 to 2**63 - 1, got {value}")
+
+
+def require_seed(settings: object, name: str = "seed") -> None:
+    try:
+        check_seed(getattr(settings, name))
+    except ValueError as e:
+        raise UserError(f"{flag_of(name)} {str(e).removeprefix('seed ')}") from None

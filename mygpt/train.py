@@ -27,7 +27,7 @@ from .errors import NonFiniteError, UserError
 from .generate import complete_text
 from .lora import adapter_state, has_lora, load_adapter_state
 from .model import GPTModel
-from .settings import require, require_non_negative, require_positive, setting
+from .settings import require, require_non_negative, require_positive, require_seed, setting
 
 FROM_SCRATCH_LR = 4e-4  # the book's; fine-tuning's default is RunConfig's (mygpt.run)
 TRAINING, REPORTS = "training", "evaluation, samples and files"  # groups of v1's --help
@@ -84,6 +84,7 @@ class TrainSettings:
         require_positive(self, "epochs", "max_steps", "batch_size", "grad_accum")
         require_positive(self, "eval_freq", "eval_iter")
         require_non_negative(self, "warmup_steps", "weight_decay")
+        require_seed(self)
         for name in ("lr", "min_lr", "grad_clip"):
             value = getattr(self, name)
             require(value is None or value > 0, name, f"must be positive, got {value}")

@@ -12,7 +12,7 @@ from typing import Literal
 
 import torch
 
-from .checkpoint import load_trained_model, model_from_state
+from .checkpoint import check_finite, load_trained_model, model_from_state
 from .config import GPT2_SIZES, GPTConfig, gpt2_config
 from .errors import UserError
 from .model import GPTModel
@@ -92,6 +92,11 @@ def load_weights(
     `expect` "folder" or "file" takes `source` as that kind only (v2's --checkpoint-dir, ...);
     `linear_dtype` stores the Linear matrices in another dtype (a LoRA run's frozen base).
     """
+    model, where = _load(source, device, download, log, expect, linear_dtype)
+    return check_finite(model, str(source)), where
+
+
+def _load(source, device, download, log, expect, linear_dtype) -> tuple[GPTModel, str]:
     if str(source) in GPT2_SIZES and expect == "any":
         folder = gpt2_folder(str(source), download, log)
         return load_gpt2(folder, device, linear_dtype), f"OpenAI's GPT-2 {source} ({folder})"

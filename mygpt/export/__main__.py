@@ -67,7 +67,10 @@ def _size(path: Path) -> str:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     outputs = [args.out] if args.to == "hf" else [args.out, args.out.with_suffix(".Modelfile")]
+    source = Path(args.weights).resolve()
     for out in outputs:  # before loading: a download must not come before a refusal
+        if Path(args.weights).exists() and out.resolve() in (source, *source.parents):
+            raise UserError(f"{out}: is or holds SOURCE {args.weights}; write the export elsewhere")
         check_new_output(out, args.force, "folder" if args.to == "hf" else "file")
     model, where = load_weights(args.weights, "cpu", download_settings(args), log=_log)
     _log(f"Loaded {where} ({model.num_parameters():,} parameters)")
@@ -79,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
             export_gguf(model, args.out, args.outtype, progress=sys.stderr.isatty())
     except OSError as e:
         raise UserError(
-            f"{args.out}: could not be written ({e.strerror}); nothing written"
+            f"{args.out}: could not be written ({e.strerror or e}); nothing written"
         ) from None
     kind = "Hugging Face folder" if args.to == "hf" else f"GGUF ({args.outtype})"
     print(f"Wrote {args.out}: {kind}, {_size(args.out)}")

@@ -78,7 +78,7 @@ def folder_config(folder: Path) -> tuple[GPTConfig, bool] | None:
     try:
         hparams, tied = _hparams(folder, _sources(folder))
         return _config(hparams), tied
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    except UserError:
         return None  # the loader says what is wrong with it
 
 
@@ -88,18 +88,45 @@ def _sources(folder: Path) -> tuple[str, ...]:
 
 
 def _hparams(folder: Path, sources: tuple[str, ...]) -> tuple[dict, bool]:
-    """The folder's hyperparameters in OpenAI's names, and whether its head is tied."""
-    if sources == HF_SOURCES:
-        config = json.loads((folder / "config.json").read_text())
-        return _hf_hparams(config), bool(config.get("tie_word_embeddings", True))
-    return json.loads((folder / "hparams.json").read_text()), True
+    """The folder's hyperparameters in OpenAI's names, and whether its head is tied; a
+    UserError names the file and what is wrong in it."""
+    path = folder / sources[0]
+    try:
+        values = json.loads(path.read_bytes())
+    except OSError as e:
+        raise UserError(f"{path}: cannot be read ({e.strerror})") from None
+    except (ValueError, RecursionError) as e:  # UnicodeDecodeError and JSONDecodeError are
+        raise UserError(f"{path}: not valid JSON ({str(e)[:80]})") from None
+    if not isinstance(values, dict):
+        raise UserError(f"{path}: holds {type(values).__name__}, not a JSON object")
+    try:
+        if sources != HF_SOURCES:
+            hparams, tied = values, True
+        else:
+            hparams, tied = _hf_hparams(values), values.get("tie_word_embeddings", True)
+            if type(tied) is not bool:
+                raise ValueError(f"tie_word_embeddings is {tied!r}, not true or false")
+        _config(hparams)
+    except KeyError as e:
+        raise UserError(f"{path}: has no {e.args[0]}") from None
+    except ValueError as e:
+        raise UserError(f"{path}: {e}") from None
+    return hparams, tied
 
 
 def _config(hparams: dict) -> GPTConfig:
-    """GPT-2's shape from OpenAI's hyperparameter names, with biases on q, k and v."""
-    return GPTConfig(vocab_size=hparams["n_vocab"], context_length=hparams["n_ctx"],
-                     emb_dim=hparams["n_embd"], n_heads=hparams["n_head"],
-                     n_layers=hparams["n_layer"], drop_rate=0.0, qkv_bias=True)  # fmt: skip
+    """GPT-2's shape from OpenAI's hyperparameter names, with biases on q, k and v; a
+    ValueError names a value that is not a positive integer."""
+    keys = ("n_vocab", "n_ctx", "n_embd", "n_head", "n_layer")
+    for key in keys:
+        value = hparams[key]
+        if type(value) is not int or value < 1:  # not a bool, a float or text
+            raise ValueError(f"{key} is {json.dumps(value)}, not a positive integer")
+    vocab, ctx, embd, head, layer = (hparams[key] for key in keys)
+    if embd % head:
+        raise ValueError(f"n_embd {embd} is not divisible by n_head {head}")
+    return GPTConfig(vocab_size=vocab, context_length=ctx, emb_dim=embd, n_heads=head,
+                     n_layers=layer, drop_rate=0.0, qkv_bias=True)  # fmt: skip
 
 
 class Variables:
@@ -153,9 +180,11 @@ def read_tf_checkpoint(folder: Path, out_dir: Path) -> Path:
 
 
 def _hf_hparams(config: dict) -> dict:
+    """The hub's config.json in OpenAI's names (a KeyError for a missing one)."""
+    ctx = "n_ctx" if "n_ctx" in config else "n_positions"
     return {
         "n_vocab": config["vocab_size"],
-        "n_ctx": config.get("n_ctx", config.get("n_positions")),
+        "n_ctx": config[ctx],
         "n_embd": config["n_embd"],
         "n_head": config["n_head"],
         "n_layer": config["n_layer"],
