@@ -118,7 +118,7 @@ def bad_inputs(tmp_path):
     return [
         ("cols.parquet", "no column 'text' (its columns: id, content); --text-field names "
          "the one holding the text"),
-        ("broken.jsonl", "line 3: not JSON (Invalid control character at line 1, column 17)"),
+        ("broken.jsonl", "line 3: not JSON (Invalid control character at column 17)"),
         ("number.jsonl", "line 2: 'text' is int, not a string"),
         ("chat.jsonl", "line 1: an instruction record (instruction, output), not text to train on"),
         ("other.json", "record 2: no 'text' field (its fields: body); --text-field names the one "

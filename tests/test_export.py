@@ -194,8 +194,9 @@ def test_command_exports_a_v1_file_and_refuses_bad_outputs(tmp_path, monkeypatch
     cases = [
         ((src, "--to", "gguf", tmp_path / "out" / "m.gguf"), "m.gguf: exists; give --force"),
         ((src, "--to", "hf", src / "x"), "a part of its folder is a file"),
-        ((src, "--to", "hf", src), "exists; give --force"),
-        ((src, "--to", "hf", src, "--force"), "exists and is not a folder"),
+        ((src, "--to", "hf", src), f"is or holds SOURCE {src}; write the export elsewhere"),
+        ((src, "--to", "hf", src, "--force"), f"is or holds SOURCE {src}"),
+        ((src, "--to", "hf", tmp_path, "--force"), f"is or holds SOURCE {src}"),
         ((tmp_path / "none", "--to", "hf", tmp_path / "n"), "none: no such file or folder"),
         ((src, "--to", "gguf", tmp_path / "q.gguf", "--outtype", "q4"), "invalid choice: 'q4'"),
         ((src, "--to", "hf", tmp_path / "h2", "--outtype", "f16"), "--outtype is for --to gguf"),

@@ -137,7 +137,7 @@ def test_bad_records_are_one_line(tmp_path, monkeypatch, capsys):
         "notjson.json": ('[{"instruction": "a", "output": ', "not JSON ("),
         "empty.json": ("[]", "the corpus holds no text"),  # no "instruction": read as text
         "lines.jsonl": ('{"instruction": "a", "output": "b"}\n{"output": "x", "instruction": 3}\n',
-                        "record 2: no text 'instruction'"),
+                        "line 2: no text 'instruction'"),
     }  # fmt: skip
     for name, (text, message) in cases.items():
         (tmp_path / name).write_text(text)

@@ -124,7 +124,8 @@ def test_pipes_and_devices_are_refused_before_reading(run, tmp_path):
         (("mygpt.export", pipe, "--to", "hf", tmp_path / "hf"), f"{pipe}: is a named pipe"),
     ]
     for (script, *args), message in cases:
-        done = run(script, *args, "--output-dir", out) if script == V1 else run(script, *args)
+        trains = script == V1 and "--eval-only" not in args
+        done = run(script, *args, "--output-dir", out) if trains else run(script, *args)
         assert done.returncode == 2, (args, done.stderr)
         assert done.stderr.startswith(f"error: {message}"), args
         assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
@@ -148,10 +149,10 @@ def test_a_second_run_into_the_same_folder_is_refused(run, tmp_path):
         assert done.stderr == f"error: --output-dir {out} is in use by another run " \
             f"(pid {holder.pid})\n"  # fmt: skip
         assert sorted(p.name for p in out.iterdir()) == [LOCK_FILE]
-        # Scoring writes nothing there, so it takes no lock.
+        # Scoring writes nothing, so it takes no lock and runs beside the holder.
         model = tmp_path / "m.safetensors"
         save_model(GPTModel(GPTConfig(context_length=32, emb_dim=32, n_heads=2, n_layers=1)), model)
-        score = run(V1, "--eval-only", "--init-from", model, "--output-dir", out)
+        score = run(V1, "--eval-only", "--init-from", model)
         assert score.returncode == 0, score.stderr
     finally:
         holder.kill()
