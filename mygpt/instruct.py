@@ -59,7 +59,7 @@ def is_instruction_file(path: Path) -> bool:
         return False
     try:
         return "instruction" in _first_record(path)
-    except (ValueError, UnicodeDecodeError, TypeError):
+    except (ValueError, UnicodeDecodeError, TypeError, RecursionError):
         return False  # not JSON records: the corpus reader says what is wrong
 
 

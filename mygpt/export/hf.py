@@ -13,7 +13,7 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from ..chat import CHAT_SAMPLING
-from ..files import write_folder_atomically
+from ..files import write_atomically, write_folder_atomically
 from ..generate import Sampling
 from ..model import GPTModel
 from ..tokenizer import ASSETS, ENDOFTEXT, ENDOFTEXT_ID
@@ -122,7 +122,12 @@ def export_hf(model: GPTModel, folder: str | Path, sampling: Sampling = CHAT_SAM
         (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
         gen = generation_config(sampling)
         (tmp / "generation_config.json").write_text(json.dumps(gen, indent=2) + "\n")
-        save_file(hf_state_dict(model), tmp / "model.safetensors", metadata={"format": "pt"})
+        weights = hf_state_dict(
+            model
+        )  # safetensors makes its files 0600: write_atomically fixes that
+        write_atomically(
+            tmp / "model.safetensors", lambda t: save_file(weights, t, metadata={"format": "pt"})
+        )
         shutil.copyfile(ASSETS / "encoder.json", tmp / "vocab.json")
         shutil.copyfile(ASSETS / "vocab.bpe", tmp / "merges.txt")
         for name, text in tokenizer_files(model.cfg.context_length).items():
