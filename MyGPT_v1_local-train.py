@@ -42,7 +42,7 @@ def main() -> int:
     if config.eval_only:
         eval_run(config, checkpoint)
         return 0
-    return 130 if train_run(config, checkpoint).interrupted else 0
+    return train_run(config, checkpoint).exit_code
 
 
 if __name__ == "__main__":

@@ -130,6 +130,7 @@ class GracefulStop:
     def __init__(self, message: str = "Stopping after this step (Ctrl-C again to quit now)..."):
         self.message = message
         self.requested_at: float | None = None
+        self.signal: int | None = None  # the first one: SIGTERM then exits 143, not 130
 
     def __call__(self) -> bool:
         return self.requested_at is not None
@@ -137,7 +138,7 @@ class GracefulStop:
     def _handle(self, signum: int, frame: object) -> None:
         now = time.monotonic()
         if self.requested_at is None:
-            self.requested_at = now
+            self.requested_at, self.signal = now, signum
             print(f"\n{self.message}", file=sys.stderr)
         elif signum == signal.SIGINT and now - self.requested_at > 1.0:
             raise KeyboardInterrupt

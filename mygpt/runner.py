@@ -7,6 +7,7 @@ A notebook calls them too: they print the book's lines, and return the model and
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -80,13 +81,22 @@ from .weights import load_weights, reshaped, source_config
 
 @dataclass
 class TrainResult:
-    """What a training run leaves: the trained model, its losses and position, and whether
-    Ctrl-C (or SIGTERM) stopped it before the end (its checkpoint then holds the rest)."""
+    """What a training run leaves: the trained model, its losses and position, and the signal
+    (SIGINT, SIGTERM) that stopped it before the end, if one did (its checkpoint holds the rest)."""
 
     model: GPTModel
     state: TrainState
     config: RunConfig  # resolved: every default decided
-    interrupted: bool = False
+    stopped_by: int | None = None
+
+    @property
+    def interrupted(self) -> bool:
+        return self.stopped_by is not None
+
+    @property
+    def exit_code(self) -> int:
+        """0, or the shell's code for the signal that stopped the run (130, 143)."""
+        return 0 if self.stopped_by is None else 128 + self.stopped_by
 
 
 def saved_config(checkpoint: dict, path) -> RunConfig:
@@ -186,13 +196,13 @@ def _train(config: RunConfig, checkpoint: dict | None, dist: Dist, device) -> Tr
             raise out_of_memory_error(config, device, files) from None
         if not finished:
             report_interrupted(trainer, files, dist)
-            return TrainResult(trainer.gpt, trainer.state, config, interrupted=True)
+            return TrainResult(trainer.gpt, trainer.state, config, stop.signal)
         stop.message = "Saving the trained model first (Ctrl-C again: a checkpoint instead)..."
         try:
             finish(config, trainer, tokenizer, dist, files, time.perf_counter() - start, prompt)
         except KeyboardInterrupt:  # the second Ctrl-C: what finish wrote is whole, or not there
             report_interrupted(trainer, files, dist)
-            return TrainResult(trainer.gpt, trainer.state, config, interrupted=True)
+            return TrainResult(trainer.gpt, trainer.state, config, stop.signal or signal.SIGINT)
     return TrainResult(trainer.gpt, trainer.state, config)
 
 

@@ -6,6 +6,7 @@ import gzip
 import io
 import json
 import os
+import random
 import resource
 import signal
 import subprocess
@@ -13,7 +14,10 @@ import sys
 import time
 from pathlib import Path
 
+import gguf
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 from conftest import ROOT, pydoc_text, run_in_process
@@ -28,7 +32,8 @@ from mygpt.export import export_hf
 V1, V2, EXPORT = ROOT / "MyGPT_v1_local-train.py", ROOT / "MyGPT_v2_pretrained.py", "mygpt.export"
 SMALL = GPTConfig(context_length=32, emb_dim=32, n_heads=2, n_layers=1, drop_rate=0.0)
 TINY = ["--emb-dim", "32", "--n-layers", "1", "--n-heads", "2", "--context-length", "32",
-        "--batch-size", "2", "--eval-freq", "5", "--eval-iter", "1", "--sample-tokens", "3"]  # fmt: skip
+        "--batch-size", "2", "--eval-freq", "5", "--eval-iter", "1",
+        "--sample-tokens", "3"]  # fmt: skip
 
 
 @pytest.fixture
@@ -119,13 +124,15 @@ BIG = ["--emb-dim", "256", "--n-layers", "2", "--n-heads", "4", "--context-lengt
        "--max-steps", "2"]  # fmt: skip  # 100 MB of weights: saving them takes a while
 
 
-def stopped_at(line: str, args, sig: int):
-    """Run v1 with `args`, send `sig` when it prints `line`; its (exit code, stdout, stderr)."""
+def stopped_at(line: str, args, sig: int, delay: float = 0.0):
+    """Run v1 with `args`, send `sig` `delay` s after it prints a line starting with `line`
+    (if it does); its (exit code, stdout, stderr)."""
     proc = child([V1, *args], preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     out = []
     for text in proc.stdout:
         out.append(text)
         if text.startswith(line):
+            time.sleep(delay)
             proc.send_signal(sig)
             break
     rest, err = proc.communicate(timeout=300)
@@ -241,7 +248,8 @@ def test_an_openai_hparams_json_with_bad_values_is_one_line(run, tmp_path):
                              ({**shape, "n_vocab": 1.5}, "n_vocab is 1.5, not a positive integer"),
                              (["x"], "holds list, not a JSON object")):  # fmt: skip
         (folder / "hparams.json").write_text(json.dumps(hparams))
-        done = run(V1, "--eval-only", "--init-from", folder, "--data", text_file(tmp_path / "t.txt"))
+        data = text_file(tmp_path / "t.txt")
+        done = run(V1, "--eval-only", "--init-from", folder, "--data", data)
         assert one_line_error(done) == f"{folder / 'hparams.json'}: {message}"
 
 
@@ -384,3 +392,276 @@ def test_instruction_records_that_are_not_objects_are_named(run, tmp_path):
         done = run(V1, "--data", path, "--init-from", small_file(tmp_path / "m"), "--output-dir",
                    tmp_path / "run")  # fmt: skip
         assert one_line_error(done) == f"{path}: {message}"
+
+
+# 9. An empty --start-context
+
+
+def test_an_empty_start_context_is_one_line_before_anything_runs(run, tmp_path):
+    out = tmp_path / "run"
+    done = run(V1, *TINY, "--start-context", "", "--output-dir", out)
+    assert one_line_error(done) == "--start-context must not be empty: samples continue it"
+    assert not out.exists()
+
+
+# 10. Corrupt compressed data
+
+
+def test_corrupt_compressed_data_is_one_line(run, tmp_path):
+    texts = [pydoc_text()[i : i + 2000] for i in range(0, 200_000, 2000)]
+    packed = bytearray(gzip.compress("".join(json.dumps({"text": t}) + "\n" for t in texts)
+                                     .encode(), mtime=0))  # fmt: skip
+    packed[len(packed) // 2] ^= 0x10
+    (gz := tmp_path / "bad.jsonl.gz").write_bytes(packed)
+    pq.write_table(pa.table({"text": texts}), parquet := tmp_path / "bad.parquet",
+                   compression="snappy")  # fmt: skip
+    pages = bytearray(parquet.read_bytes())
+    pages[2000:4000] = bytes(b ^ 0xFF for b in pages[2000:4000])  # inside the first data page
+    parquet.write_bytes(pages)
+    (deep := tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    for path, message in ((gz, "cannot be read (CRC check failed"),
+                          (parquet, "damaged (Corrupt snappy compressed data.)"),
+                          (deep, "not JSON (nested too deeply)")):  # fmt: skip
+        done = run(V1, *TINY, "--data", path, "--output-dir", tmp_path / "run")
+        assert one_line_error(done).startswith(f"{path}: {message}")
+        assert not (tmp_path / "run").exists()
+
+
+# 11. An export whose OUT is or holds its SOURCE
+
+
+def test_an_export_into_its_own_source_is_refused_even_with_force(run, tmp_path):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    source = small_file(folder / "model.safetensors")
+    (folder / "checkpoint.pt").write_bytes(b"the run's checkpoint")
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    for out, to in ((folder, "hf"), (source, "gguf"), (tmp_path, "hf")):
+        done = run(EXPORT, source, "--to", to, out, "--force")
+        assert one_line_error(done) == (
+            f"{out}: is or holds SOURCE {source}; write the export elsewhere"
+        )
+        assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+
+
+# 12. Byte-order marks and line numbers
+
+RECORD = {"instruction": "Name a colour.", "input": "", "output": "Blue."}
+
+
+def test_a_byte_order_mark_is_read_and_a_bad_line_is_numbered(run, tmp_path):
+    base = small_file(tmp_path / "base.safetensors")
+    alpaca = tmp_path / "alpaca.json"
+    alpaca.write_text(json.dumps([RECORD] * 20), encoding="utf-8-sig")
+    done = run(V1, *TINY, "--data", alpaca, "--init-from", base, "--max-steps", "1",
+               "--output-dir", tmp_path / "run")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "run" / "model.safetensors").is_file()
+    lines = [json.dumps(RECORD)] * 40 + ['{"instruction": "x\x01y", "input": "", "output": ""}']
+    for encoding in ("utf-8", "utf-8-sig"):
+        (jsonl := tmp_path / f"records-{encoding}.jsonl").write_text("\n".join(lines) + "\n",
+                                                                    encoding=encoding)  # fmt: skip
+        done = run(V1, *TINY, "--data", jsonl, "--init-from", base, "--output-dir", tmp_path / "r")
+        assert one_line_error(done) == (
+            f"{jsonl}: line 41: not JSON (Invalid control character at column 19)"
+        )
+
+
+# 13. Non-finite weights
+
+
+def test_weights_that_are_not_finite_are_refused_everywhere(run, tmp_path):
+    def nan(tensors):
+        return tensors | {"final_norm.scale": torch.full_like(tensors["final_norm.scale"], np.nan)}
+
+    path = rewritten(small_file(tmp_path / "m.safetensors"), tmp_path / "nan.safetensors",
+                     change_tensors=nan)  # fmt: skip
+    data = text_file(tmp_path / "t.txt")
+    message = f"{path}: its weights are not finite (final_norm.scale holds nan or infinite values)"
+    for script, *args in (
+        (V1, "--eval-only", "--init-from", path, "--data", data),
+        (V1, *TINY, "--init-from", path, "--data", data, "--allow-nonfinite", "--output-dir",
+         tmp_path / "run"),
+        (EXPORT, path, "--to", "gguf", tmp_path / "nan.gguf"),
+        (EXPORT, path, "--to", "hf", tmp_path / "hf"),
+    ):  # fmt: skip
+        assert one_line_error(run(script, *args)) == message
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors", "nan.safetensors",
+                                                         "t.txt"]  # fmt: skip
+
+
+# 14. Flags that would do nothing
+
+
+def test_flags_that_would_do_nothing_are_refused(run, tmp_path):
+    data = text_file(tmp_path / "t.txt")
+    base = small_file(tmp_path / "m.safetensors")
+    score = ["--eval-only", "--init-from", base, "--data", data]
+    for flag, value in (("--lora-rank", "4"), ("--max-steps", "3"), ("--lr", "1e-3"),
+                        ("--output-dir", tmp_path / "run")):  # fmt: skip
+        assert one_line_error(run(V1, *score, flag, value)) == (
+            f"--eval-only scores a model and trains nothing: {flag} does nothing"
+        )
+    for flag in (["--mask-prompt"], ["--max-length", "64"]):
+        done = run(V1, *TINY, "--data", data, *flag, "--output-dir", tmp_path / "run")
+        assert one_line_error(done) == (
+            f"{flag[0]} is for instruction data; {data} is text to train on"
+        )
+    assert not (tmp_path / "run").exists()
+    first = run(V1, *TINY, "--data", data, "--max-steps", "2", "--save-every", "2",
+                "--output-dir", tmp_path / "run")  # fmt: skip
+    assert first.returncode == 0, first.stderr[-2000:]
+    checkpoint = tmp_path / "run" / "checkpoint.pt"
+    assert one_line_error(run(V1, "--resume", checkpoint, "--init-from", base)) == (
+        "--resume continues the checkpoint's weights: --init-from does nothing"
+    )
+    other = text_file(tmp_path / "other.txt", 20_000)
+    assert one_line_error(run(V1, "--resume", checkpoint, "--data", other)) == (
+        f"--resume continues on the data it was trained on, {data}, where it stopped; "
+        f"--data {other} is other data (start a run with --init-from)"
+    )
+    scored = run(V1, "--eval-only", "--resume", checkpoint, "--data", other)
+    assert scored.returncode == 0, scored.stderr[-2000:]  # scoring it on other data is fine
+
+
+# 15. Smaller faults
+
+
+def test_saved_files_have_the_usual_mode(run, tmp_path):
+    usual = 0o666 & ~umask()
+    data = text_file(tmp_path / "t.txt")
+    base = small_file(tmp_path / "base.safetensors")
+    out = tmp_path / "run"
+    done = run(V1, *TINY, "--data", data, "--init-from", base, "--lora-rank", "2", "--max-steps",
+               "2", "--save-every", "2", "--output-dir", out)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    hub = export_hf(load_model(out / "model.safetensors"), tmp_path / "hub")
+    saved = {str(p.relative_to(tmp_path)): p.stat().st_mode & 0o777
+             for folder in (out, hub) for p in folder.iterdir()}  # fmt: skip
+    assert {"run/adapter.safetensors", "run/checkpoint.pt", "run/model.safetensors",
+            "hub/model.safetensors"} <= saved.keys()  # fmt: skip
+    assert saved == dict.fromkeys(saved, usual)
+
+
+def umask() -> int:
+    mask = os.umask(0o022)  # read by setting it; put straight back
+    os.umask(mask)
+    return mask
+
+
+def test_an_adapter_given_as_a_model_is_named(run, tmp_path):
+    base = small_file(tmp_path / "base.safetensors")
+    out = tmp_path / "run"
+    done = run(V1, *TINY, "--data", text_file(tmp_path / "t.txt"), "--init-from", base,
+               "--lora-rank", "2", "--max-steps", "1", "--output-dir", out)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    adapter = out / "adapter.safetensors"
+    assert one_line_error(run(EXPORT, adapter, "--to", "gguf", tmp_path / "a.gguf")) == (
+        f"{adapter}: a LoRA adapter, not a model: give its base weights, and this file as "
+        "--lora-adapter"
+    )
+
+
+def test_a_dictionary_encoded_parquet_column_trains(run, tmp_path, tokenizer):
+    texts = [pydoc_text()[i : i + 1000] for i in range(0, 40_000, 1000)]
+    table = pa.table({"text": pa.array(texts * 2).dictionary_encode()})
+    pq.write_table(table, path := tmp_path / "dict.parquet", use_dictionary=False)
+    assert pa.types.is_dictionary(pq.read_schema(path).field("text").type)
+    done = run(V1, *TINY, "--data", path, "--max-steps", "1", "--output-dir", tmp_path / "run")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "run" / "model.safetensors").is_file()
+
+
+# 3 of "What users must get": runs killed at random points
+
+
+def whole_and_finite(folder: Path, ids: list[int]) -> None:
+    """Each file under `folder` a reader opens is whole (read by its format's library) and
+    finite; temporary files (a SIGKILL's leftovers) have names no reader opens."""
+    for path in folder.rglob("*"):
+        if "tmp" in path.name or path.is_dir() or path.suffix in (".txt", ".lock"):
+            continue
+        if path.name == "checkpoint.pt":
+            tensors = [t for t in torch.load(path, weights_only=True)["model"].values()]
+        elif path.suffix == ".safetensors":
+            tensors = list(load_file(path).values())
+        elif path.suffix == ".gguf":
+            tensors = [torch.from_numpy(t.data.copy()) for t in gguf.GGUFReader(path).tensors]
+        elif path.name.endswith(".mygpt-tokens.bin"):
+            assert np.fromfile(path, np.uint16).tolist() == ids, path
+            continue
+        elif path.suffix == ".Modelfile":  # Ollama's, beside a GGUF file
+            assert path.read_text().startswith("FROM "), path
+            continue
+        elif path.suffix == ".json":
+            json.loads(path.read_text())
+            continue
+        elif path.suffix == ".png":
+            assert path.read_bytes().endswith(b"IEND\xaeB`\x82"), path
+            continue
+        else:
+            raise AssertionError(f"an unexpected file: {path}")
+        assert tensors and all(t.isfinite().all() for t in tensors), path
+
+
+def test_runs_killed_at_random_points_resume_or_start_clean(tmp_path, tokenizer):
+    """A seeded, bounded loop of v1 runs (tokenizing into a token file, training with
+    checkpoints, saving) and exports, each sent SIGINT, SIGTERM or SIGKILL at a random point.
+    After each: every file is whole and finite, INT and TERM leave no temporary file, and the
+    next run resumes from checkpoint.pt or starts clean; at the end one runs to completion."""
+    rng = random.Random(31)
+    data = tmp_path / "data" / "corpus.txt"
+    data.parent.mkdir()
+    data.write_text(pydoc_text() * 4)  # 1.9 MB: a second or two to tokenize
+    ids = tokenizer.encode(data.read_text())
+    fresh = [*TINY[:-4], "--eval-freq", "10", "--data", data, "--memmap", "--max-steps", "60",
+             "--save-every", "10"]  # fmt: skip
+    # Where: tokenizing (fresh) or loading (resumed), training, saving; each signal at least once.
+    phases = [None, "Ep ", "Training completed", None, "Ep "]
+    signals = rng.sample([signal.SIGINT, signal.SIGTERM, signal.SIGKILL] * 2, len(phases))
+    out, finished, code = tmp_path / "run0", [], None
+    for i, (phase, sig) in enumerate(zip(phases, signals)):
+        if code == 0:  # the last run finished: the next is a new one, and tokenizes again
+            finished.append(out / "model.safetensors")
+            out = tmp_path / f"run{i}"
+            for cache in data.parent.glob("*.mygpt-tokens.*"):
+                cache.unlink()
+        checkpoint = out / "checkpoint.pt"
+        resuming = checkpoint.exists()
+        args = ["--resume", checkpoint] if resuming else [*fresh, "--output-dir", out]
+        phase = phase or ("Resuming from" if resuming else "Loaded training data")
+        before, delay = leftovers(tmp_path), rng.uniform(0, 0.6)
+        code, stdout, stderr = stopped_at(phase, args, sig, delay)
+        assert "Traceback" not in stderr, stderr
+        assert code in (0, -signal.SIGKILL if sig == signal.SIGKILL else 128 + sig), stderr
+        assert ("Resuming from" in stdout) == resuming or code == -signal.SIGKILL
+        whole_and_finite(tmp_path, ids)
+        if sig == signal.SIGKILL:
+            continue
+        assert leftovers(tmp_path) == before, stderr
+        if code != 0 and (resuming or "Starting Training" in stdout):  # a safe stop
+            assert stderr.splitlines()[-1] == f"Continue with: --resume {checkpoint}", stderr
+            assert checkpoint.is_file()
+    if code != 0:
+        args = ["--resume", out / "checkpoint.pt"] if (out / "checkpoint.pt").exists() else [
+            *fresh, "--output-dir", out]  # fmt: skip
+        done = subprocess.run([sys.executable, V1, *map(str, args)], capture_output=True,
+                              text=True, cwd=ROOT)  # fmt: skip
+        assert done.returncode == 0, done.stderr[-2000:]
+    finished.append(out / "model.safetensors")
+    whole_and_finite(tmp_path, ids)
+
+    gguf_file = tmp_path / "export" / "m.gguf"
+    gguf_file.parent.mkdir()
+    for source in finished[-2:]:
+        sig = rng.choice([signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
+        before = leftovers(tmp_path)
+        proc = child([EXPORT, source, "--to", "gguf", gguf_file, "--outtype", "f32", "--force"],
+                     preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
+        time.sleep(rng.uniform(2, 6))
+        proc.send_signal(sig)
+        _, stderr = proc.communicate(timeout=120)
+        assert "Traceback" not in stderr, stderr
+        whole_and_finite(tmp_path, ids)
+        if sig != signal.SIGKILL:
+            assert leftovers(tmp_path) == before, stderr
