@@ -620,7 +620,7 @@ def test_runs_killed_at_random_points_resume_or_start_clean(tmp_path, tokenizer)
     phases = [None, "Ep ", "Training completed", None, "Ep "]
     signals = rng.sample([signal.SIGINT, signal.SIGTERM, signal.SIGKILL] * 2, len(phases))
     out, finished, code = tmp_path / "run0", [], None
-    for i, (phase, sig) in enumerate(zip(phases, signals)):
+    for i, (phase, sig) in enumerate(zip(phases, signals, strict=True)):
         if code == 0:  # the last run finished: the next is a new one, and tokenizes again
             finished.append(out / "model.safetensors")
             out = tmp_path / f"run{i}"
