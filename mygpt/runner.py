@@ -315,7 +315,11 @@ def start_model(
     model, origin, config, base = base_model(config, dist, device, log, checks)
     if not config.lora.enabled:
         return StartedModel(model, origin, config)
-    apply_lora(model, config.lora)
+    # The adapters' initial values draw from a generator of their own: the global one, which
+    # draws the data's shuffle next, is then where a full fine-tune's is (same seed, same batches).
+    with torch.random.fork_rng(devices=[device] if torch.device(device).type == "cuda" else []):
+        torch.manual_seed(config.train.seed)
+        apply_lora(model, config.lora)
     model.to(device)
     source = config.model.init_from or f"a new model (--seed {config.train.seed})"
     if saved_lora is not None:  # --resume: the checkpoint's adapters

@@ -166,3 +166,26 @@ def test_lora_on_a_new_model(text, tmp_path, v1_here):
     assert "trainable 2,304 of " in done.stdout  # 1 layer x rank 4 x (4 x 64 + 2 x 160)
     info, _ = read_adapter(tmp_path / "adapter.safetensors")
     assert info.base == "a new model (--seed 123)"
+
+
+def test_lora_and_full_fine_tuning_train_on_the_same_batches(
+    trained_model_file, text, tmp_path, v1_here
+):
+    """At a vanishing learning rate both runs keep the model (B = 0 at the start), so equal Ep
+    lines mean equal batches: the adapters' initialisation does not move the data order."""
+    args = [
+        *("--init-from", trained_model_file, "--data", text, "--lr", "1e-30"),
+        *("--max-steps", "4", "--eval-freq", "2", "--eval-iter", "1"),
+        *("--batch-size", "2", "--sample-tokens", "1"),
+    ]
+    full = v1_here(*args, "--output-dir", tmp_path / "full")
+    lines = evals(full.stdout)
+    assert full.returncode == 0 and len(lines) == 2, full.stderr  # steps 0 and 2
+    assert lines[0].split(",")[0] != lines[1].split(",")[0]  # two batches that tell apart
+    for lora in (
+        ["--lora-rank", "4"],
+        ["--lora-rank", "2", "--lora-targets", "value", "--lora-dropout", "0"],
+    ):
+        done = v1_here(*args, *lora, "--output-dir", tmp_path / "lora")
+        assert done.returncode == 0, done.stderr
+        assert evals(done.stdout) == lines
