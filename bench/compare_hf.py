@@ -51,14 +51,25 @@ def make_pair(shape: Shape, tied: bool, drop: float) -> tuple[GPTModel, GPT2LMHe
     """A transformers GPT-2 with random weights and a MyGPT model holding the same weights."""
     torch.manual_seed(0)
     config = GPT2Config(
-        vocab_size=50257, n_positions=shape.n_ctx, n_embd=shape.n_embd, n_layer=shape.n_layer,
-        n_head=shape.n_head, tie_word_embeddings=tied,
-        resid_pdrop=drop, embd_pdrop=drop, attn_pdrop=drop,
-    )  # fmt: skip
+        vocab_size=50257,
+        n_positions=shape.n_ctx,
+        n_embd=shape.n_embd,
+        n_layer=shape.n_layer,
+        n_head=shape.n_head,
+        tie_word_embeddings=tied,
+        resid_pdrop=drop,
+        embd_pdrop=drop,
+        attn_pdrop=drop,
+    )
     hf = GPT2LMHeadModel(config)
     params = _hf_params({k: v.detach().numpy() for k, v in hf.transformer.state_dict().items()})
-    hparams = {"n_vocab": 50257, "n_ctx": shape.n_ctx, "n_embd": shape.n_embd,
-               "n_head": shape.n_head, "n_layer": shape.n_layer}  # fmt: skip
+    hparams = {
+        "n_vocab": 50257,
+        "n_ctx": shape.n_ctx,
+        "n_embd": shape.n_embd,
+        "n_head": shape.n_head,
+        "n_layer": shape.n_layer,
+    }
     loaded = gpt2_from_params(params, hparams)
     ours = GPTModel(replace(loaded.cfg, drop_rate=drop))
     state = dict(loaded.state_dict())
@@ -206,14 +217,25 @@ def peak_memory_child(impl: str, quick: bool) -> None:
     torch.manual_seed(0)
     if impl == "MyGPT":
         model = GPTModel(
-            GPTConfig(context_length=shape.n_ctx, emb_dim=shape.n_embd, n_heads=shape.n_head,
-                      n_layers=shape.n_layer, drop_rate=0.1, qkv_bias=True)
-        )  # fmt: skip
+            GPTConfig(
+                context_length=shape.n_ctx,
+                emb_dim=shape.n_embd,
+                n_heads=shape.n_head,
+                n_layers=shape.n_layer,
+                drop_rate=0.1,
+                qkv_bias=True,
+            )
+        )
     else:
         model = GPT2LMHeadModel(
-            GPT2Config(n_positions=shape.n_ctx, n_embd=shape.n_embd, n_layer=shape.n_layer,
-                       n_head=shape.n_head, tie_word_embeddings=False)
-        )  # fmt: skip
+            GPT2Config(
+                n_positions=shape.n_ctx,
+                n_embd=shape.n_embd,
+                n_layer=shape.n_layer,
+                n_head=shape.n_head,
+                tie_word_embeddings=False,
+            )
+        )
     B, T = shape.train_batch
     x, y = torch.randint(0, 50257, (2, B, T))
     if impl == "MyGPT":
@@ -239,7 +261,7 @@ def peak_memory(quick: bool) -> dict:
             [sys.executable, __file__, "--peak-memory-child", impl] + ["--quick"] * quick,
             stdout=subprocess.PIPE,
             text=True,
-        )  # fmt: skip
+        )
         for impl in ("MyGPT", "transformers")
     }
     out = {}
@@ -295,22 +317,41 @@ def main() -> None:
     lines = [
         "| CPU (peer: transformers float32 unless the row says) | MyGPT | peer | ratio |",
         "| --- | --- | --- | --- |",
-        row(f"training tokens/s ({B} x {T}, AdamW)", t["MyGPT"]["tokens_per_s"],
-            t["transformers"]["tokens_per_s"]),
+        row(
+            f"training tokens/s ({B} x {T}, AdamW)",
+            t["MyGPT"]["tokens_per_s"],
+            t["transformers"]["tokens_per_s"],
+        ),
         row("training MFU (%)", 100 * t["MyGPT"]["mfu"], 100 * t["transformers"]["mfu"]),
-        row(f"training tokens/s, bfloat16 autocast (peer: MyGPT float32, {B} x {T})",
-            t["MyGPT bfloat16 autocast"]["tokens_per_s"], t["MyGPT"]["tokens_per_s"]),
-        *[row(f"greedy generation tokens/s, {name} ({shape.new_tokens} new, cache)",
-              g[name]["tokens_per_s"], g["transformers"]["tokens_per_s"])
-          for name in ("MyGPT", "MyGPT bfloat16", "MyGPT int8")],
-        row("generation without cache (MyGPT) tokens/s", g["MyGPT (no cache)"]["tokens_per_s"],
-            None),
+        row(
+            f"training tokens/s, bfloat16 autocast (peer: MyGPT float32, {B} x {T})",
+            t["MyGPT bfloat16 autocast"]["tokens_per_s"],
+            t["MyGPT"]["tokens_per_s"],
+        ),
+        *[
+            row(
+                f"greedy generation tokens/s, {name} ({shape.new_tokens} new, cache)",
+                g[name]["tokens_per_s"],
+                g["transformers"]["tokens_per_s"],
+            )
+            for name in ("MyGPT", "MyGPT bfloat16", "MyGPT int8")
+        ],
+        row(
+            "generation without cache (MyGPT) tokens/s", g["MyGPT (no cache)"]["tokens_per_s"], None
+        ),
         row("memory-bandwidth bound tokens/s", g["bandwidth_bound_tokens_per_s"], None),
-        row("forward tokens/s ({} x {}, no grad)".format(*shape.forward_batch),
-            f["MyGPT"]["tokens_per_s"], f["transformers"]["tokens_per_s"]),
-        row("peak memory of a training step (MiB)", m["MyGPT"]["peak_rss_bytes"] / 2**20,
-            m["transformers"]["peak_rss_bytes"] / 2**20, "{:,.0f}"),
-    ]  # fmt: skip
+        row(
+            "forward tokens/s ({} x {}, no grad)".format(*shape.forward_batch),
+            f["MyGPT"]["tokens_per_s"],
+            f["transformers"]["tokens_per_s"],
+        ),
+        row(
+            "peak memory of a training step (MiB)",
+            m["MyGPT"]["peak_rss_bytes"] / 2**20,
+            m["transformers"]["peak_rss_bytes"] / 2**20,
+            "{:,.0f}",
+        ),
+    ]
     if "startup" in results:
         s = results["startup"]["MyGPT"]
         lines.append(
@@ -320,11 +361,13 @@ def main() -> None:
             row("v2 start to first prompt, later runs (s)", s["later_run_s"], None, "{:.2f}")
         )
     print("\n".join(lines))
-    print(f"generation: same tokens from the float32 three: {g['same_tokens']}; "
-          f"share of float32's tokens: {g['share_of_float32_tokens']}; "
-          f"MyGPT at {g['MyGPT']['tokens_per_s'] / g['bandwidth_bound_tokens_per_s']:.0%} "
-          f"of the bandwidth bound; forward max logit diff {f['max_logit_diff']:.2e}; "
-          f"matmul {t['matmul_flops'] / 1e9:.0f} GFLOP/s; JSON: {args.json}")  # fmt: skip
+    print(
+        f"generation: same tokens from the float32 three: {g['same_tokens']}; "
+        f"share of float32's tokens: {g['share_of_float32_tokens']}; "
+        f"MyGPT at {g['MyGPT']['tokens_per_s'] / g['bandwidth_bound_tokens_per_s']:.0%} "
+        f"of the bandwidth bound; forward max logit diff {f['max_logit_diff']:.2e}; "
+        f"matmul {t['matmul_flops'] / 1e9:.0f} GFLOP/s; JSON: {args.json}"
+    )
 
 
 if __name__ == "__main__":

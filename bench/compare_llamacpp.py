@@ -65,9 +65,22 @@ def weight_bytes(model: torch.nn.Module) -> int:
 
 def llama_bench(tools: Path, gguf: Path, threads: int, prompt: int, new: int) -> float:
     """llama-bench's tokens/s for one run of a prompt (pp) or of generation (tg)."""
-    cmd = [str(tools / "llama-bench"), "-m", str(gguf), "-t", str(threads), "-r", "1",
-           "-p", str(prompt), "-n", str(new), "-o", "json",
-           *llamacpp.repack_args("llama-bench")]  # fmt: skip
+    cmd = [
+        str(tools / "llama-bench"),
+        "-m",
+        str(gguf),
+        "-t",
+        str(threads),
+        "-r",
+        "1",
+        "-p",
+        str(prompt),
+        "-n",
+        str(new),
+        "-o",
+        "json",
+        *llamacpp.repack_args("llama-bench"),
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return json.loads(out.stdout)[0]["avg_ts"]
 
@@ -98,8 +111,17 @@ def compare(name: str, cfg: GPTConfig, tools: Path, args, work: Path) -> list[di
         warm_up = time.perf_counter() - start
         mygpt_generation(fast, 8)  # eager warm-up: first calls pick kernels and allocate
         mygpt_prompt(fast, ids)
-        runs = {k: [] for k in ("llama.cpp tg", "MyGPT tg", "compiled tg",
-                                "llama.cpp pp", "MyGPT pp", "compiled pp")}  # fmt: skip
+        runs = {
+            k: []
+            for k in (
+                "llama.cpp tg",
+                "MyGPT tg",
+                "compiled tg",
+                "llama.cpp pp",
+                "MyGPT pp",
+                "compiled pp",
+            )
+        }
         for _ in range(args.repeats):
             runs["llama.cpp tg"].append(llama_bench(tools, gguf, args.threads, 0, args.new_tokens))
             runs["MyGPT tg"].append(mygpt_generation(fast, args.new_tokens))
@@ -107,13 +129,21 @@ def compare(name: str, cfg: GPTConfig, tools: Path, args, work: Path) -> list[di
             runs["llama.cpp pp"].append(llama_bench(tools, gguf, args.threads, args.prompt, 0))
             runs["MyGPT pp"].append(mygpt_prompt(fast, ids))
             runs["compiled pp"].append(mygpt_prompt(compiled, ids))
-        row = {"model": name, "precision": precision, "gguf": outtype.upper(),
-               "weight_bytes_per_token": weight_bytes(fast),
-               "compile_seconds": warm_up}  # fmt: skip
+        row = {
+            "model": name,
+            "precision": precision,
+            "gguf": outtype.upper(),
+            "weight_bytes_per_token": weight_bytes(fast),
+            "compile_seconds": warm_up,
+        }
         row |= {k: statistics.median(v) for k, v in runs.items()}
         rows.append(row)
-        print(f"{name} {precision}: " + ", ".join(f"{k} {row[k]:.1f}" for k in runs)
-              + f"; compiled in {warm_up:.1f} s", flush=True)  # fmt: skip
+        print(
+            f"{name} {precision}: "
+            + ", ".join(f"{k} {row[k]:.1f}" for k in runs)
+            + f"; compiled in {warm_up:.1f} s",
+            flush=True,
+        )
         gguf.unlink()
     return rows
 
@@ -130,14 +160,18 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     torch._dynamo.config.recompile_limit = 64  # three precisions' graphs, in one process
-    configs = {"small": QUICK} if args.quick else {
-        s: gpt2_config(s, qkv_bias=True) for s in args.sizes}  # fmt: skip
+    configs = (
+        {"small": QUICK} if args.quick else {s: gpt2_config(s, qkv_bias=True) for s in args.sizes}
+    )
     if args.quick:
         args.repeats, args.new_tokens, args.prompt = 2, 20, 64
     tools = llamacpp.build(log=lambda s: print(s, file=sys.stderr))
     bandwidth = read_bandwidth()
-    print(f"CPU: {cpu_line()}; {args.threads} threads; torch {torch.__version__}; "
-          f"read bandwidth {bandwidth / 1e9:.1f} GB/s", flush=True)  # fmt: skip
+    print(
+        f"CPU: {cpu_line()}; {args.threads} threads; torch {torch.__version__}; "
+        f"read bandwidth {bandwidth / 1e9:.1f} GB/s",
+        flush=True,
+    )
     print(llamacpp.configuration(), flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         rows = [
@@ -153,13 +187,19 @@ def main() -> None:
         r["bound"] = bandwidth / r["weight_bytes_per_token"]
         tg = max(r["MyGPT tg"], r["compiled tg"]) / r["llama.cpp tg"]
         pp_ratio = max(r["MyGPT pp"], r["compiled pp"]) / r["llama.cpp pp"]
-        print(f"| {r['model']} | {r['precision']} ({r['gguf']}) | {r['llama.cpp tg']:.1f} | "
-              f"{r['MyGPT tg']:.1f} | {r['compiled tg']:.1f} | {tg:.2f} | {r['bound']:.0f} | "
-              f"{r['llama.cpp pp']:.0f} | {r['MyGPT pp']:.0f} | {r['compiled pp']:.0f} | "
-              f"{pp_ratio:.2f} | {r['compile_seconds']:.0f} |")  # fmt: skip
+        print(
+            f"| {r['model']} | {r['precision']} ({r['gguf']}) | {r['llama.cpp tg']:.1f} | "
+            f"{r['MyGPT tg']:.1f} | {r['compiled tg']:.1f} | {tg:.2f} | {r['bound']:.0f} | "
+            f"{r['llama.cpp pp']:.0f} | {r['MyGPT pp']:.0f} | {r['compiled pp']:.0f} | "
+            f"{pp_ratio:.2f} | {r['compile_seconds']:.0f} |"
+        )
     if args.json:
-        meta = {"cpu": cpu_line(), "threads": args.threads, "read_bandwidth": bandwidth,
-                "llama.cpp": llamacpp.configuration()}  # fmt: skip
+        meta = {
+            "cpu": cpu_line(),
+            "threads": args.threads,
+            "read_bandwidth": bandwidth,
+            "llama.cpp": llamacpp.configuration(),
+        }
         args.json.write_text(json.dumps({**meta, "rows": rows}, indent=2))
 
 

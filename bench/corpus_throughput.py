@@ -24,9 +24,28 @@ from pydoc_data.topics import topics
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-MODULES = ("os", "re", "json", "pathlib", "collections", "itertools", "functools", "typing",
-           "argparse", "subprocess", "threading", "asyncio", "email", "http.client", "sqlite3",
-           "unittest", "logging", "datetime", "decimal", "fractions")  # fmt: skip
+MODULES = (
+    "os",
+    "re",
+    "json",
+    "pathlib",
+    "collections",
+    "itertools",
+    "functools",
+    "typing",
+    "argparse",
+    "subprocess",
+    "threading",
+    "asyncio",
+    "email",
+    "http.client",
+    "sqlite3",
+    "unittest",
+    "logging",
+    "datetime",
+    "decimal",
+    "fractions",
+)
 
 
 def base_documents() -> list[str]:
@@ -70,15 +89,20 @@ def measure(path: Path) -> dict:
         "ids = load_tokens(sys.argv[1], tok, memmap=True, log=lambda s: None)\n"
         "print(time.perf_counter() - t, len(ids), int(np.asarray(ids[-1000:]).sum()))"
     )
-    child = subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE,
-                             text=True)  # fmt: skip
+    child = subprocess.Popen(
+        [sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE, text=True
+    )
     out = child.stdout.read()
     _, status, usage = os.wait4(child.pid, 0)  # this child's own peak RSS, in kB on Linux
     if status:
         raise SystemExit(f"tokenizing {path} failed")
     seconds, n_tokens, tail = out.split()
-    return {"seconds": float(seconds), "tokens": int(n_tokens), "tail": int(tail),
-            "peak_rss_mb": usage.ru_maxrss / 1024}  # fmt: skip
+    return {
+        "seconds": float(seconds),
+        "tokens": int(n_tokens),
+        "tail": int(tail),
+        "peak_rss_mb": usage.ru_maxrss / 1024,
+    }
 
 
 def main() -> None:
@@ -97,8 +121,10 @@ def main() -> None:
     print("| --- | --- | --- | --- | --- |")
     for kind, r in rows.items():
         mb = paths[kind].stat().st_size / 1e6
-        print(f"| {kind} | {mb:,.0f} | {r['seconds']:.1f} | {text_mb / r['seconds']:.1f} | "
-              f"{r['peak_rss_mb']:,.0f} |")  # fmt: skip
+        print(
+            f"| {kind} | {mb:,.0f} | {r['seconds']:.1f} | {text_mb / r['seconds']:.1f} | "
+            f"{r['peak_rss_mb']:,.0f} |"
+        )
 
 
 if __name__ == "__main__":

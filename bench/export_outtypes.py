@@ -51,9 +51,21 @@ def main() -> None:
             path = export_gguf(model, Path(tmp) / f"m-{outtype}.gguf", outtype)
             out = llama(tools, "llama-perplexity", "-m", path, "-f", args.text, "-c", args.context)
             ppl = float(re.search(r"Final estimate: PPL = ([\d.]+)", out.stderr)[1])
-            text = llama(tools, "llama-completion", "-m", path, "-p", args.prompt, "-n",
-                         args.new_tokens, "--temp", "0", "-no-cnv", "--no-warmup",
-                         "--simple-io").stdout.removesuffix("\n\n")  # fmt: skip
+            text = llama(
+                tools,
+                "llama-completion",
+                "-m",
+                path,
+                "-p",
+                args.prompt,
+                "-n",
+                args.new_tokens,
+                "--temp",
+                "0",
+                "-no-cnv",
+                "--no-warmup",
+                "--simple-io",
+            ).stdout.removesuffix("\n\n")
             rows.append((outtype, path.stat().st_size / 1e6, ppl, text == ours))
             if outtype == "f32":
                 print(f"llama.cpp f32 greedy:  {text!r}")
@@ -61,8 +73,10 @@ def main() -> None:
     print("\n| outtype | file (MB) | llama.cpp perplexity | vs f32 | greedy text = MyGPT's |")
     print("| --- | --- | --- | --- | --- |")
     for outtype, mb, ppl, same in rows:
-        print(f"| {outtype} | {mb:,.1f} | {ppl:.4f} | {100 * (ppl / f32 - 1):+.3f}% | "
-              f"{'yes' if same else 'no'} |")  # fmt: skip
+        print(
+            f"| {outtype} | {mb:,.1f} | {ppl:.4f} | {100 * (ppl / f32 - 1):+.3f}% | "
+            f"{'yes' if same else 'no'} |"
+        )
 
 
 if __name__ == "__main__":

@@ -19,13 +19,52 @@ import re
 import sys
 from pathlib import Path
 
-MODULES = ("builtins", "os", "os.path", "re", "json", "pathlib", "collections", "itertools",
-           "functools", "string", "math", "random", "statistics", "datetime", "time", "shutil",
-           "subprocess", "threading", "logging", "argparse", "csv", "textwrap",
-           "heapq", "bisect", "copy", "operator", "inspect", "urllib.parse", "base64",
-           "hashlib", "struct", "zipfile", "tarfile", "tempfile", "glob", "fnmatch", "io",
-           "decimal", "fractions", "enum", "dataclasses", "contextlib", "abc",
-           "sqlite3")  # fmt: skip
+MODULES = (
+    "builtins",
+    "os",
+    "os.path",
+    "re",
+    "json",
+    "pathlib",
+    "collections",
+    "itertools",
+    "functools",
+    "string",
+    "math",
+    "random",
+    "statistics",
+    "datetime",
+    "time",
+    "shutil",
+    "subprocess",
+    "threading",
+    "logging",
+    "argparse",
+    "csv",
+    "textwrap",
+    "heapq",
+    "bisect",
+    "copy",
+    "operator",
+    "inspect",
+    "urllib.parse",
+    "base64",
+    "hashlib",
+    "struct",
+    "zipfile",
+    "tarfile",
+    "tempfile",
+    "glob",
+    "fnmatch",
+    "io",
+    "decimal",
+    "fractions",
+    "enum",
+    "dataclasses",
+    "contextlib",
+    "abc",
+    "sqlite3",
+)
 PHRASINGS = (
     ("What does the Python {kind} `{name}` do?", False),
     ("Explain in one sentence what `{name}` is for.", False),
@@ -70,8 +109,13 @@ def records(seed: int = 0) -> list[dict]:
             seen.add(name)
             phrasing, with_input = rng.choice(PHRASINGS)
             instruction = phrasing.format(kind=kind, name=name)
-            out.append({"instruction": instruction, "input": f"`{name}`" if with_input else "",
-                        "output": answer})  # fmt: skip
+            out.append(
+                {
+                    "instruction": instruction,
+                    "input": f"`{name}`" if with_input else "",
+                    "output": answer,
+                }
+            )
     rng.shuffle(out)
     return out
 
@@ -84,5 +128,7 @@ if __name__ == "__main__":
     Path(prefix).parent.mkdir(parents=True, exist_ok=True)
     Path(f"{prefix}-train.json").write_text(json.dumps(data[:cut], indent=1))
     Path(f"{prefix}-test.json").write_text(json.dumps(data[cut:], indent=1))
-    print(f"{len(data)} records: {cut} in {prefix}-train.json, {len(data) - cut} in "
-          f"{prefix}-test.json")  # fmt: skip
+    print(
+        f"{len(data)} records: {cut} in {prefix}-train.json, {len(data) - cut} in "
+        f"{prefix}-test.json"
+    )

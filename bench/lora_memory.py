@@ -34,8 +34,20 @@ from mygpt.config import GPT2_SIZES  # noqa: E402
 from mygpt.devices import cpu_identity  # noqa: E402
 from mygpt.files import cache_dir  # noqa: E402
 
-COMMON = ["--context-length", "1024", "--batch-size", "1", "--eval-freq", "1000",
-          "--eval-iter", "1", "--sample-tokens", "10", "--lr", "1e-4"]  # fmt: skip
+COMMON = [
+    "--context-length",
+    "1024",
+    "--batch-size",
+    "1",
+    "--eval-freq",
+    "1000",
+    "--eval-iter",
+    "1",
+    "--sample-tokens",
+    "10",
+    "--lr",
+    "1e-4",
+]
 
 
 def make_random_hub_folder(size: str, folder: Path) -> None:
@@ -51,8 +63,12 @@ def make_random_hub_folder(size: str, folder: Path) -> None:
     tensors = {"wte.weight": normal(50257, d), "wpe.weight": normal(1024, d)}
     for i in range(n_layers):
         h = f"h.{i}."
-        for name, shape in (("attn.c_attn", (d, 3 * d)), ("attn.c_proj", (d, d)),
-                            ("mlp.c_fc", (d, 4 * d)), ("mlp.c_proj", (4 * d, d))):  # fmt: skip
+        for name, shape in (
+            ("attn.c_attn", (d, 3 * d)),
+            ("attn.c_proj", (d, d)),
+            ("mlp.c_fc", (d, 4 * d)),
+            ("mlp.c_proj", (4 * d, d)),
+        ):
             tensors[h + name + ".weight"], tensors[h + name + ".bias"] = (
                 normal(*shape),
                 normal(shape[1]),
@@ -63,9 +79,17 @@ def make_random_hub_folder(size: str, folder: Path) -> None:
     tensors["ln_f.weight"], tensors["ln_f.bias"] = 1 + normal(d), normal(d)
     folder.mkdir(parents=True, exist_ok=True)
     save_file(tensors, folder / "model.safetensors")
-    config = {"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "vocab_size": 50257,
-              "n_positions": 1024, "n_ctx": 1024, "n_embd": d, "n_layer": n_layers,
-              "n_head": n_heads, "tie_word_embeddings": True}  # fmt: skip
+    config = {
+        "architectures": ["GPT2LMHeadModel"],
+        "model_type": "gpt2",
+        "vocab_size": 50257,
+        "n_positions": 1024,
+        "n_ctx": 1024,
+        "n_embd": d,
+        "n_layer": n_layers,
+        "n_head": n_heads,
+        "tie_word_embeddings": True,
+    }
     (folder / "config.json").write_text(json.dumps(config, indent=2))
 
 
@@ -73,10 +97,12 @@ def random_folder(size: str) -> Path:
     """The cached folder of `size`, made and converted in a child process (its memory is freed)."""
     folder = cache_dir() / "bench" / f"random-gpt2-{size}"
     if not (folder / "mygpt.safetensors").is_file():
-        code = (f"import sys; sys.path[:0] = [{str(ROOT)!r}, {str(Path(__file__).parent)!r}]; "
-                "from lora_memory import make_random_hub_folder; from mygpt import load_gpt2; "
-                f"from pathlib import Path; f = Path({str(folder)!r}); "
-                f"make_random_hub_folder({size!r}, f); load_gpt2(f)")  # fmt: skip
+        code = (
+            f"import sys; sys.path[:0] = [{str(ROOT)!r}, {str(Path(__file__).parent)!r}]; "
+            "from lora_memory import make_random_hub_folder; from mygpt import load_gpt2; "
+            f"from pathlib import Path; f = Path({str(folder)!r}); "
+            f"make_random_hub_folder({size!r}, f); load_gpt2(f)"
+        )
         subprocess.run([sys.executable, "-c", code], check=True)
     return folder
 
@@ -85,8 +111,12 @@ def run_v1(args: list[str]) -> tuple[int, float, int, str, str]:
     """(exit status, seconds, peak RSS in bytes, stdout, stderr) of one v1 process."""
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         start = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, str(ROOT / "MyGPT_v1_local-train.py"), *args],
-                                stdout=out, stderr=err, cwd=ROOT)  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "MyGPT_v1_local-train.py"), *args],
+            stdout=out,
+            stderr=err,
+            cwd=ROOT,
+        )
         _, status, usage = os.wait4(proc.pid, 0)
         seconds = time.perf_counter() - start
         proc.returncode = os.waitstatus_to_exitcode(status)
@@ -106,26 +136,50 @@ def main() -> None:
     runs = {}
     for steps in (1, 3):
         with tempfile.TemporaryDirectory(dir=cache_dir() / "bench") as out:
-            flags = ["--init-from", str(folder), "--data", str(data), *COMMON, *args.flags,
-                     "--max-steps", str(steps), "--output-dir", out]  # fmt: skip
+            flags = [
+                "--init-from",
+                str(folder),
+                "--data",
+                str(data),
+                *COMMON,
+                *args.flags,
+                "--max-steps",
+                str(steps),
+                "--output-dir",
+                out,
+            ]
             code, seconds, rss, stdout, stderr = run_v1(flags)
             sizes = {f.name: f.stat().st_size for f in Path(out).iterdir() if f.is_file()}
         if code != 0:
-            refused = {"size": args.size, "flags": args.flags, "exit": code,
-                       "stderr": stderr.strip().splitlines()[-1:], "seconds": round(seconds, 1),
-                       "peak_rss_gb": round(rss / 1e9, 2)}  # fmt: skip
+            refused = {
+                "size": args.size,
+                "flags": args.flags,
+                "exit": code,
+                "stderr": stderr.strip().splitlines()[-1:],
+                "seconds": round(seconds, 1),
+                "peak_rss_gb": round(rss / 1e9, 2),
+            }
             print(json.dumps(refused))
             return
         runs[steps] = (seconds, rss, sizes, stdout)
     (t1, rss1, _, _), (t3, rss3, sizes, stdout) = runs[1], runs[3]
     tokens = 2 * 1024
     listing = [line for line in stdout.splitlines() if line.startswith(("(", "LoRA rank"))]
-    print(json.dumps({
-        "size": args.size, "flags": args.flags, "cpu": cpu_identity()[0],
-        "peak_rss_gb": round(max(rss1, rss3) / 1e9, 2), "seconds_1_step": round(t1, 1),
-        "seconds_3_steps": round(t3, 1), "tokens_per_s": round(tokens / (t3 - t1), 1),
-        "files_mb": {k: round(v / 1e6, 2) for k, v in sorted(sizes.items())}, "listing": listing,
-    }))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "size": args.size,
+                "flags": args.flags,
+                "cpu": cpu_identity()[0],
+                "peak_rss_gb": round(max(rss1, rss3) / 1e9, 2),
+                "seconds_1_step": round(t1, 1),
+                "seconds_3_steps": round(t3, 1),
+                "tokens_per_s": round(tokens / (t3 - t1), 1),
+                "files_mb": {k: round(v / 1e6, 2) for k, v in sorted(sizes.items())},
+                "listing": listing,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

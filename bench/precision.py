@@ -34,9 +34,30 @@ from mygpt import (  # noqa: E402
 )
 
 BOUNDS = {"float32": 0.0, "bfloat16": 0.005, "int8": 0.02}
-TRAIN = ["--emb-dim", "256", "--n-layers", "4", "--n-heads", "4", "--context-length", "128",
-         "--batch-size", "8", "--max-steps", "150", "--lr", "1e-3", "--warmup-steps", "10",
-         "--lr-decay", "cosine", "--grad-clip", "1.0", "--eval-freq", "50"]  # fmt: skip
+TRAIN = [
+    "--emb-dim",
+    "256",
+    "--n-layers",
+    "4",
+    "--n-heads",
+    "4",
+    "--context-length",
+    "128",
+    "--batch-size",
+    "8",
+    "--max-steps",
+    "150",
+    "--lr",
+    "1e-3",
+    "--warmup-steps",
+    "10",
+    "--lr-decay",
+    "cosine",
+    "--grad-clip",
+    "1.0",
+    "--eval-freq",
+    "50",
+]
 
 
 def trained_model(work: Path) -> tuple[Path, Path]:
@@ -51,8 +72,18 @@ def trained_model(work: Path) -> tuple[Path, Path]:
     if not weights.exists():
         (work / "pydoc.txt").write_text(text)
         script = ROOT / "MyGPT_v1_local-train.py"
-        subprocess.run([sys.executable, str(script), "--data", str(work / "pydoc.txt"), *TRAIN,
-                        "--output-dir", str(work)], check=True)  # fmt: skip
+        subprocess.run(
+            [
+                sys.executable,
+                str(script),
+                "--data",
+                str(work / "pydoc.txt"),
+                *TRAIN,
+                "--output-dir",
+                str(work),
+            ],
+            check=True,
+        )
     return weights, held_out
 
 
@@ -95,14 +126,18 @@ def main() -> None:
             "share_of_float32_tokens": (ids == reference[1]).float().mean().item(),
             "eval_seconds": seconds,
         }
-    print(f"{source}, scored on {len(tokens) - 1:,} tokens of {held_out}; "
-          f"{args.new_tokens} greedy tokens after an 8-token prompt")  # fmt: skip
+    print(
+        f"{source}, scored on {len(tokens) - 1:,} tokens of {held_out}; "
+        f"{args.new_tokens} greedy tokens after an 8-token prompt"
+    )
     print("| precision | loss | vs float32 | bound | greedy tokens equal to float32's |")
     print("| --- | --- | --- | --- | --- |")
     for precision, r in rows.items():
         bound = f"{BOUNDS[precision]:.1%}" + (" ok" if r["within_bound"] else " EXCEEDED")
-        print(f"| {precision} | {r['loss']:.4f} | {r['relative_to_float32']:+.3%} | {bound} | "
-              f"{r['share_of_float32_tokens']:.1%} |")  # fmt: skip
+        print(
+            f"| {precision} | {r['loss']:.4f} | {r['relative_to_float32']:+.3%} | {bound} | "
+            f"{r['share_of_float32_tokens']:.1%} |"
+        )
     if args.json:
         args.json.write_text(json.dumps({"source": source, "rows": rows}, indent=2))
 

@@ -29,8 +29,10 @@ def time_to_prompt(args: list[str]) -> float:
     start = time.perf_counter()
     proc = subprocess.Popen(
         [sys.executable, str(ROOT / "MyGPT_v2_pretrained.py"), *args],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
     seen = b""
     while not seen.endswith(PROMPT):
         byte = proc.stdout.read(1)
@@ -48,10 +50,15 @@ def measure(shape: list[int], runs: int = 3) -> tuple[float, list[float]]:
         served = Path(tmp) / "served"
         n_layer, n_embd, n_head, n_ctx = shape
         subprocess.run(
-            [sys.executable, str(ROOT / "tests" / "make_tf_checkpoint.py"), str(served / "124M"),
-             *map(str, (n_layer, n_embd, n_head, n_ctx, 50257, 0))],
-            check=True, capture_output=True,
-        )  # fmt: skip
+            [
+                sys.executable,
+                str(ROOT / "tests" / "make_tf_checkpoint.py"),
+                str(served / "124M"),
+                *map(str, (n_layer, n_embd, n_head, n_ctx, 50257, 0)),
+            ],
+            check=True,
+            capture_output=True,
+        )
         with FileServer(served) as server:
             flags = ["--models-dir", str(Path(tmp) / "models"), "--base-url", server.url]
             first = time_to_prompt(flags)

@@ -78,9 +78,12 @@ class ChatOptions:
         group=CHAT,
     )
     stop: tuple[str, ...] = setting(
-        (), "end a completion where its text contains TEXT (repeatable)", group=CHAT,
-        metavar="TEXT", repeat=True,
-    )  # fmt: skip
+        (),
+        "end a completion where its text contains TEXT (repeatable)",
+        group=CHAT,
+        metavar="TEXT",
+        repeat=True,
+    )
     seed: int | None = setting(None, "same seed, same completions (default: random)", group=CHAT)
     verbose: bool = setting(
         False, "after each completion, a dim line: tokens, seconds, tokens/s", group=CHAT
@@ -230,8 +233,10 @@ def terminal_lines(prompt: str, history_file: Path | None) -> Iterator[str]:
                 history_file.parent.mkdir(parents=True, exist_ok=True)
                 readline.write_history_file(history_file)
             except OSError as e:
-                print(f"warning: the chat history was not saved to {history_file} "
-                      f"({e.strerror})", file=sys.stderr)  # fmt: skip
+                print(
+                    f"warning: the chat history was not saved to {history_file} ({e.strerror})",
+                    file=sys.stderr,
+                )
 
 
 def chat(

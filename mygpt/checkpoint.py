@@ -33,8 +33,9 @@ def save_model(model: GPTModel, path: str | Path, metadata: dict[str, str] | Non
 
 def nonfinite_tensor(state: dict[str, torch.Tensor]) -> str | None:
     """The name of the first floating tensor of `state` with a nan or infinite value, or None."""
-    return next((k for k, t in state.items() if t.is_floating_point() and not t.isfinite().all()),
-                None)  # fmt: skip
+    return next(
+        (k for k, t in state.items() if t.is_floating_point() and not t.isfinite().all()), None
+    )
 
 
 def check_finite(model: GPTModel, where: str) -> GPTModel:
@@ -62,12 +63,15 @@ def load_model(
     with safe_open(str(path), framework="pt", device=str(device), backend="pread") as f:
         metadata = f.metadata() or {}
         if "lora" in metadata and "config" not in metadata:
-            raise UserError(f"{path}: a LoRA adapter, not a model: give its base weights, "
-                            "and this file as --lora-adapter")  # fmt: skip
+            raise UserError(
+                f"{path}: a LoRA adapter, not a model: give its base weights, "
+                "and this file as --lora-adapter"
+            )
         cfg = GPTConfig.from_dict(json.loads(metadata["config"]))
         slices = {k: f.get_slice(k) for k in f.keys()}  # noqa: SIM118
-        check_tensors(cfg, {k: (tuple(v.get_shape()), v.get_dtype() in FLOATS)
-                            for k, v in slices.items()})  # fmt: skip
+        check_tensors(
+            cfg, {k: (tuple(v.get_shape()), v.get_dtype() in FLOATS) for k, v in slices.items()}
+        )
         state = {k: as_stored(k, f.get_tensor(k), linear_dtype) for k in f.keys()}  # noqa: SIM118
     return model_from_state(cfg, state).eval()
 

@@ -106,8 +106,13 @@ def settings_from(cls: type, args: argparse.Namespace, prefix: str = "") -> Any:
     """An instance of the settings dataclass `cls` from the flags add_settings made for it."""
     given = given_flags(args)
     names = {f.name for f in flag_fields(cls)}
-    return cls(**{k[len(prefix):]: v for k, v in given.items()
-                  if k.startswith(prefix) and k[len(prefix):] in names})  # fmt: skip
+    return cls(
+        **{
+            k[len(prefix) :]: v
+            for k, v in given.items()
+            if k.startswith(prefix) and k[len(prefix) :] in names
+        }
+    )
 
 
 def add_download_flags(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:

@@ -243,8 +243,11 @@ def _tokenize_to_file(
     def flush(out, bar) -> None:
         nonlocal n_tokens, first
         texts = [piece.text for piece in batch]
-        for piece, ids in zip(batch, tokenizer.encode_batch(
-            texts, num_threads=threads, allowed_special={ENDOFTEXT}), strict=True):  # fmt: skip
+        for piece, ids in zip(
+            batch,
+            tokenizer.encode_batch(texts, num_threads=threads, allowed_special={ENDOFTEXT}),
+            strict=True,
+        ):
             if piece.starts_document and not first:
                 out.write(endoftext)
                 n_tokens += 1

@@ -172,9 +172,15 @@ def generate(
     With `eos_id`, a row that emits it is padded with it, and generation stops once every row has.
     """
     stream = generate_stream(
-        model, idx, max_new_tokens, context_size, sampling,
-        use_cache=use_cache, generator=generator, **options,
-    )  # fmt: skip
+        model,
+        idx,
+        max_new_tokens,
+        context_size,
+        sampling,
+        use_cache=use_cache,
+        generator=generator,
+        **options,
+    )
     return torch.cat([idx, *stream], dim=1)
 
 

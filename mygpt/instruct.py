@@ -186,8 +186,11 @@ class InstructionBatches:
     def batch(self, rows) -> tuple[Tensor, Tensor]:
         rows = [int(r) for r in rows]
         prompts = [self.prompt_lengths[r] for r in rows] if self.mask_prompt else None
-        return collate([self.items[r] for r in rows], allowed_max_length=self.context_length,
-                       prompt_lengths=prompts)  # fmt: skip
+        return collate(
+            [self.items[r] for r in rows],
+            allowed_max_length=self.context_length,
+            prompt_lengths=prompts,
+        )
 
 
 @torch.no_grad()

@@ -87,8 +87,11 @@ class LoRASettings:
     def __post_init__(self) -> None:
         as_paths(self, "lora_adapter")
         unknown = [name for name in self.targets if name not in TARGETS]
-        require(not unknown and bool(self.targets), "lora_targets",
-                f"{self.lora_targets!r}: choose from {', '.join(TARGETS)}")  # fmt: skip
+        require(
+            not unknown and bool(self.targets),
+            "lora_targets",
+            f"{self.lora_targets!r}: choose from {', '.join(TARGETS)}",
+        )
         require(0.0 <= self.lora_dropout < 1.0, "lora_dropout", "must be in [0, 1)")
         require(self.lora_alpha is None or self.lora_alpha > 0, "lora_alpha", "must be positive")
         if not self.enabled:  # a LoRA setting given without LoRA is a mistake, not a no-op
@@ -114,15 +117,23 @@ class LoRASettings:
 
     def with_adapter(self, adapter: AdapterInfo) -> LoRASettings:
         """These settings with --lora-adapter's rank, alpha and targets (flags must agree)."""
-        given = {"lora_rank": (self.lora_rank, adapter.rank),
-                 "lora_alpha": (self.lora_alpha, adapter.alpha)}  # fmt: skip
-        conflicts = [f"--{k.replace('_', '-')} {mine:g}, the adapter's is {theirs:g}"
-                     for k, (mine, theirs) in given.items()
-                     if mine is not None and mine != theirs]  # fmt: skip
+        given = {
+            "lora_rank": (self.lora_rank, adapter.rank),
+            "lora_alpha": (self.lora_alpha, adapter.alpha),
+        }
+        conflicts = [
+            f"--{k.replace('_', '-')} {mine:g}, the adapter's is {theirs:g}"
+            for k, (mine, theirs) in given.items()
+            if mine is not None and mine != theirs
+        ]
         if conflicts:
             raise UserError(f"--lora-adapter {self.lora_adapter}: {'; '.join(conflicts)}")
-        return replace(self, lora_rank=adapter.rank, lora_alpha=adapter.alpha,
-                       lora_targets=",".join(adapter.targets))  # fmt: skip
+        return replace(
+            self,
+            lora_rank=adapter.rank,
+            lora_alpha=adapter.alpha,
+            lora_targets=",".join(adapter.targets),
+        )
 
 
 # --- The layers ---------------------------------------------------------------------------
@@ -198,8 +209,9 @@ class _WideLinear(torch.autograd.Function):
 def check_rank(cfg: GPTConfig, rank: int) -> None:
     """A rank of at least 1 and at most the narrower side of every target (emb_dim)."""
     if not 1 <= rank <= cfg.emb_dim:
-        raise UserError(f"--lora-rank {rank}: must be between 1 and the layers' width "
-                        f"{cfg.emb_dim}")  # fmt: skip
+        raise UserError(
+            f"--lora-rank {rank}: must be between 1 and the layers' width {cfg.emb_dim}"
+        )
 
 
 def apply_lora(model: GPTModel, settings: LoRASettings) -> GPTModel:
@@ -216,8 +228,9 @@ def apply_lora(model: GPTModel, settings: LoRASettings) -> GPTModel:
             parent, name = _parent(block, path)
             linear = getattr(parent, name)
             if path in wrapped:
-                layer = LinearWithLoRA(linear, settings.lora_rank, settings.alpha,
-                                       settings.lora_dropout)  # fmt: skip
+                layer = LinearWithLoRA(
+                    linear, settings.lora_rank, settings.alpha, settings.lora_dropout
+                )
             elif settings.dtype != torch.float32:
                 layer = FrozenLinear(linear)
             else:
@@ -249,8 +262,11 @@ def has_lora(model: nn.Module) -> bool:
 
 def lora_layers(model: nn.Module) -> dict[str, LoRALayer]:
     """The adapters by the name of the Linear they adapt: "trf_blocks.0.att.W_query"."""
-    return {name.removesuffix(".lora"): m for name, m in model.named_modules()
-            if isinstance(m, LoRALayer)}  # fmt: skip
+    return {
+        name.removesuffix(".lora"): m
+        for name, m in model.named_modules()
+        if isinstance(m, LoRALayer)
+    }
 
 
 def adapter_state(model: nn.Module) -> dict[str, Tensor]:
@@ -268,8 +284,9 @@ def load_adapter_state(model: nn.Module, state: dict[str, Tensor]) -> None:
 
 def base_state(model: nn.Module) -> dict[str, Tensor]:
     """The frozen weights under GPTModel's own names (no adapters; a tied head once)."""
-    state = {k.replace(".linear.", "."): v for k, v in model.state_dict().items()
-             if ".lora." not in k}  # fmt: skip
+    state = {
+        k.replace(".linear.", "."): v for k, v in model.state_dict().items() if ".lora." not in k
+    }
     if isinstance(model.out_head, nn.Linear) and model.is_tied:  # (a FrozenLinear is not)
         del state["out_head.weight"]
     return state
@@ -305,8 +322,10 @@ def lora_summary(model: GPTModel) -> str:
     first = next(iter(layers.values()))
     targets = [t for t, path in TARGETS.items() if any(n.endswith(path) for n in layers)]
     total, trained = model.num_parameters(), n_trainable(model)
-    return (f"LoRA rank {first.rank}, alpha {first.alpha:g} on {', '.join(targets)}: "
-            f"trainable {trained:,} of {total:,} ({100 * trained / total:.2f}%)")  # fmt: skip
+    return (
+        f"LoRA rank {first.rank}, alpha {first.alpha:g} on {', '.join(targets)}: "
+        f"trainable {trained:,} of {total:,} ({100 * trained / total:.2f}%)"
+    )
 
 
 # --- adapter.safetensors ------------------------------------------------------------------
@@ -332,8 +351,13 @@ class AdapterInfo:
 
     @classmethod
     def from_dict(cls, saved: dict) -> AdapterInfo:
-        return cls(**{**saved, "targets": tuple(saved["targets"]),
-                      "config": GPTConfig.from_dict(saved["config"])})  # fmt: skip
+        return cls(
+            **{
+                **saved,
+                "targets": tuple(saved["targets"]),
+                "config": GPTConfig.from_dict(saved["config"]),
+            }
+        )
 
 
 def save_adapter(model: GPTModel, info: AdapterInfo, path: str | Path) -> Path:

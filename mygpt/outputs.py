@@ -60,8 +60,11 @@ def _lock(path: Path, folder: Path) -> int | None:
             os.close(fd)
             with suppress(FileNotFoundError):
                 os.unlink(path)
-            print(f"warning: --output-dir {folder} cannot be locked ({e.strerror}): a second "
-                  "run into it would not be noticed", file=sys.stderr)  # fmt: skip
+            print(
+                f"warning: --output-dir {folder} cannot be locked ({e.strerror}): a second "
+                "run into it would not be noticed",
+                file=sys.stderr,
+            )
             return None
         try:
             if os.fstat(fd).st_ino == os.stat(path).st_ino:

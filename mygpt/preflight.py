@@ -85,13 +85,20 @@ class Plan:
 def lora_parameters(cfg: GPTConfig, rank: int, targets: tuple[str, ...]) -> int:
     """Parameters of rank-`rank` adapters on `targets` of every block (tested against lora)."""
     d = cfg.emb_dim
-    widths = {"query": 2 * d, "key": 2 * d, "value": 2 * d, "out_proj": 2 * d,
-              "ff_in": 5 * d, "ff_out": 5 * d}  # in + out features  # fmt: skip
+    widths = {
+        "query": 2 * d,
+        "key": 2 * d,
+        "value": 2 * d,
+        "out_proj": 2 * d,
+        "ff_in": 5 * d,
+        "ff_out": 5 * d,
+    }  # in + out features
     return cfg.n_layers * rank * sum(widths[name] for name in targets)
 
 
-def training_bytes(cfg: GPTConfig, tied: bool, batch_size: int, dtype: str = "float32",
-                   plan: Plan = Plan()) -> int:  # fmt: skip
+def training_bytes(
+    cfg: GPTConfig, tied: bool, batch_size: int, dtype: str = "float32", plan: Plan = Plan()
+) -> int:
     """Estimated peak memory of a training step: the weights, and for each trained one its
     gradient and AdamW's two moments (4 x 4 bytes); the activations kept for the backward
     pass; the logits.
@@ -130,23 +137,38 @@ def available_memory(device: torch.device) -> int | None:
         return None
     try:
         meminfo = Path("/proc/meminfo").read_text()
-        kib = next(int(line.split()[1]) for line in meminfo.splitlines()
-                   if line.startswith("MemAvailable:"))  # fmt: skip
+        kib = next(
+            int(line.split()[1])
+            for line in meminfo.splitlines()
+            if line.startswith("MemAvailable:")
+        )
         return 1024 * kib
     except (OSError, StopIteration, ValueError):
         return None
 
 
-def check_memory(cfg: GPTConfig, tied: bool, batch_size: int, dtype: str, device: torch.device,
-                 plan: Plan = Plan()) -> None:  # fmt: skip
+def check_memory(
+    cfg: GPTConfig,
+    tied: bool,
+    batch_size: int,
+    dtype: str,
+    device: torch.device,
+    plan: Plan = Plan(),
+) -> None:
     """The weights, AdamW and a batch's activations fit in the device's free memory; if not,
     the message names the LoRA settings that would fit, where some do."""
     need = training_bytes(cfg, tied, batch_size, dtype, plan)
     free = available_memory(device)
     if free is None or need <= free:
         return
-    fits = next((p for p in _smaller_plans(plan, cfg)
-                 if training_bytes(cfg, tied, batch_size, dtype, p) <= free), None)  # fmt: skip
+    fits = next(
+        (
+            p
+            for p in _smaller_plans(plan, cfg)
+            if training_bytes(cfg, tied, batch_size, dtype, p) <= free
+        ),
+        None,
+    )
     advice = "use a smaller model or --batch-size (with --grad-accum for the same batch)"
     if fits:
         about = training_bytes(cfg, tied, batch_size, dtype, fits) / GB

@@ -55,9 +55,11 @@ class DataSettings:
         group=DATA,
     )
     text_field: str = setting(
-        "text", "the Parquet column or JSON field that holds the text", group=DATA,
+        "text",
+        "the Parquet column or JSON field that holds the text",
+        group=DATA,
         metavar="NAME",
-    )  # fmt: skip
+    )
     # None: TEXT_TRAIN_RATIO, or INSTRUCTION_TRAIN_RATIO for instruction data (the book's).
     train_ratio: float | None = setting(
         None,
@@ -195,9 +197,10 @@ class RunConfig:
     lora: LoRASettings = LoRASettings()
     eval_only: bool = setting(False, "print the loss on all of --data; no training", group=REPORTS)
     no_memory_check: bool = setting(
-        False, "train even if the estimated memory exceeds what the device has free",
+        False,
+        "train even if the estimated memory exceeds what the device has free",
         group=REPORTS,
-    )  # fmt: skip
+    )
 
     @property
     def is_fine_tuning(self) -> bool:
@@ -226,8 +229,9 @@ class RunConfig:
     def gpt_config(self, vocab_size: int) -> GPTConfig:
         """The GPTConfig of a resolved run."""
         m = self.model
-        return GPTConfig(vocab_size, m.context_length, m.emb_dim, m.n_heads, m.n_layers,
-                         m.drop_rate, m.qkv_bias)  # fmt: skip
+        return GPTConfig(
+            vocab_size, m.context_length, m.emb_dim, m.n_heads, m.n_layers, m.drop_rate, m.qkv_bias
+        )
 
     def with_flags(self, given: dict[str, Any]) -> RunConfig:
         """A copy with the flags given on a command line: {"train.lr": 1e-3, "eval_only": True}."""
@@ -262,15 +266,35 @@ class RunConfig:
     @classmethod
     def from_flags(cls, flags: dict[str, Any]) -> RunConfig:
         """From the flat flag dict that checkpoints of MyGPT before RunConfig saved ("args")."""
-        return cls().with_flags(_typed({key: flags[name] for key, name in _flag_keys().items()
-                                        if name in flags and name != "resume"}))  # fmt: skip
+        return cls().with_flags(
+            _typed(
+                {
+                    key: flags[name]
+                    for key, name in _flag_keys().items()
+                    if name in flags and name != "resume"
+                }
+            )
+        )
 
 
 # What --eval-only reads of a run's flags; the rest of these parts only train.
-_EVAL_IGNORES = ("data.train_ratio", "data.stride", "data.mask_prompt", "model.drop_rate",
-                 "train.", "report.", "outputs.", "lora.")  # fmt: skip
-_EVAL_USES = ("train.batch_size", "train.seed", "outputs.resume", "lora.lora_adapter",
-              "lora.base_dtype")  # fmt: skip
+_EVAL_IGNORES = (
+    "data.train_ratio",
+    "data.stride",
+    "data.mask_prompt",
+    "model.drop_rate",
+    "train.",
+    "report.",
+    "outputs.",
+    "lora.",
+)
+_EVAL_USES = (
+    "train.batch_size",
+    "train.seed",
+    "outputs.resume",
+    "lora.lora_adapter",
+    "lora.base_dtype",
+)
 
 
 def refuse_ignored_flags(given: dict[str, Any], resumed: RunConfig | None) -> None:
@@ -313,8 +337,11 @@ def check_shape(model: ModelSettings, weights: GPTConfig) -> None:
 
 def parts() -> list[tuple[str, type]]:
     """(prefix, settings class) of every part of a RunConfig, then RunConfig's own flags."""
-    nested = [(f.name + ".", type(f.default)) for f in dataclasses.fields(RunConfig)
-              if "flag" not in f.metadata]  # fmt: skip
+    nested = [
+        (f.name + ".", type(f.default))
+        for f in dataclasses.fields(RunConfig)
+        if "flag" not in f.metadata
+    ]
     return [*nested, ("", RunConfig)]
 
 
@@ -335,8 +362,12 @@ def _flag_keys() -> dict[str, str]:
 
 
 def _path_keys() -> set[str]:
-    return {prefix + f.name for prefix, cls in parts() for f in flag_fields(cls)
-            if "Path" in str(f.type)}  # fmt: skip
+    return {
+        prefix + f.name
+        for prefix, cls in parts()
+        for f in flag_fields(cls)
+        if "Path" in str(f.type)
+    }
 
 
 def _typed(given: dict[str, Any]) -> dict[str, Any]:

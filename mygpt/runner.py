@@ -147,8 +147,7 @@ def eval_run(config: RunConfig, checkpoint: dict | None = None) -> TextScore:
             with autocast():
                 score = score_responses(model, data, get_tokenizer(), device)
         else:
-            score = score_tokens(model, data, batch_size=config.train.batch_size,
-                                 autocast=autocast)  # fmt: skip
+            score = score_tokens(model, data, batch_size=config.train.batch_size, autocast=autocast)
         if dist.is_main:
             print(f"{score} of {shown_path(config.data.data)}")
         return score
@@ -176,13 +175,16 @@ def _train(config: RunConfig, checkpoint: dict | None, dist: Dist, device) -> Tr
     trainer = make_trainer(config, model, train_windows, val_windows, device, dist)
     if checkpoint:
         trainer.load_state_dict(checkpoint)
-        print0(f"Resuming from {config.outputs.resume} at step {trainer.state.step} of "
-               f"{trainer.total_steps}")  # fmt: skip
+        print0(
+            f"Resuming from {config.outputs.resume} at step {trainer.state.step} of "
+            f"{trainer.total_steps}"
+        )
     else:
         print0("Starting Training...")
     template = {"template": "alpaca"} if isinstance(corpus, tuple) else None
-    files = RunOutputs(config.outputs.output_dir, trainer, config.to_dict(), template,
-                       started.adapter)  # fmt: skip
+    files = RunOutputs(
+        config.outputs.output_dir, trainer, config.to_dict(), template, started.adapter
+    )
     start = time.perf_counter()
     with GracefulStop() as stop:  # also over the final save: a signal then waits for it
         try:
@@ -206,8 +208,9 @@ def _train(config: RunConfig, checkpoint: dict | None, dist: Dist, device) -> Tr
     return TrainResult(trainer.gpt, trainer.state, config)
 
 
-def finish(config: RunConfig, trainer: Trainer, tokenizer, dist: Dist, files, seconds,
-           prompt: str) -> None:  # fmt: skip
+def finish(
+    config: RunConfig, trainer: Trainer, tokenizer, dist: Dist, files, seconds, prompt: str
+) -> None:
     """The book's closing lines, then the weights, the plot and the final checkpoint."""
     print0 = print if dist.is_main else lambda *a, **k: None
     print0(banner("POST TRAINING OUTPUT"))
@@ -231,12 +234,20 @@ def show_settings(config: RunConfig, checkpoint: dict | None, device, print0) ->
         print0(f"--dtype auto: {resolve_dtype(device, 'auto')} (bfloat16 is {native} on {device})")
     if config.is_fine_tuning and not checkpoint:
         t = config.train
-        print0(f"Fine-tuning with lr {t.lr:g}, drop rate {config.model.drop_rate:g}, "
-               f"weight decay {t.weight_decay:g}")  # fmt: skip
+        print0(
+            f"Fine-tuning with lr {t.lr:g}, drop rate {config.model.drop_rate:g}, "
+            f"weight decay {t.weight_decay:g}"
+        )
 
 
-def make_trainer(config: RunConfig, model: GPTModel, train_windows: TokenWindows,
-                 val_windows: TokenWindows, device, dist: Dist) -> Trainer:  # fmt: skip
+def make_trainer(
+    config: RunConfig,
+    model: GPTModel,
+    train_windows: TokenWindows,
+    val_windows: TokenWindows,
+    device,
+    dist: Dist,
+) -> Trainer:
     """AdamW, the compiled or DDP-wrapped model, and the loop that steps them."""
     t = config.train
     optimizer = make_optimizer(model, t.lr, t.weight_decay, device, t.decay_matrices_only)
@@ -249,8 +260,11 @@ def make_trainer(config: RunConfig, model: GPTModel, train_windows: TokenWindows
 def out_of_memory_error(config: RunConfig, device, files: RunOutputs) -> SaveError:
     """Out of memory mid-run: the same batch per step in smaller passes, and what was saved."""
     b, accum = config.train.batch_size, config.train.grad_accum
-    smaller = f"--batch-size {max(1, b // 2)} --grad-accum {accum * 2}" if b > 1 else (
-        "a smaller model or --context-length")  # fmt: skip
+    smaller = (
+        f"--batch-size {max(1, b // 2)} --grad-accum {accum * 2}"
+        if b > 1
+        else ("a smaller model or --context-length")
+    )
     return SaveError(
         f"out of memory on {device.type} at --batch-size {b}: try {smaller} "
         f"(the same batch per step); {files.last_saved()}"
@@ -304,8 +318,9 @@ def start_model(
         check_resumed_shape(config, saved)
     if checkpoint and saved_lora is None:
         config = config.resolve(saved)
-        model = model_from_state(replace(saved, drop_rate=config.model.drop_rate),
-                                 checkpoint["model"])  # fmt: skip
+        model = model_from_state(
+            replace(saved, drop_rate=config.model.drop_rate), checkpoint["model"]
+        )
         checks(config, model.cfg, model.is_tied)
         return StartedModel(model.to(device), str(config.outputs.resume), config)
     adapter = None
@@ -336,8 +351,11 @@ def start_model(
 def check_resumed_shape(config: RunConfig, saved: GPTConfig) -> None:
     """--resume may not change the model's shape."""
     m = config.model
-    changed = [f"{flag_of(k)} {getattr(saved, k)}, not {getattr(m, k)}" for k in SHAPE
-               if getattr(m, k) is not None and getattr(m, k) != getattr(saved, k)]  # fmt: skip
+    changed = [
+        f"{flag_of(k)} {getattr(saved, k)}, not {getattr(m, k)}"
+        for k in SHAPE
+        if getattr(m, k) is not None and getattr(m, k) != getattr(saved, k)
+    ]
     if changed:
         raise UserError(f"--resume: the checkpoint's model has {'; '.join(changed)}")
 
@@ -361,8 +379,9 @@ def base_model(
         checks(resolved, replace(expected, context_length=resolved.model.context_length), tied)
     linear_dtype = lora.dtype if lora.enabled else torch.float32
     with dist.main_first():  # rank 0 downloads or converts first; the others then read it
-        model, origin = load_weights(source, device, config.download, log,
-                                     linear_dtype=linear_dtype)  # fmt: skip
+        model, origin = load_weights(
+            source, device, config.download, log, linear_dtype=linear_dtype
+        )
     base = fingerprint(model) if lora.enabled else None  # before a shorter context cuts it
     config = config.resolve(model.cfg)
     model = reshaped(model, config.model.context_length, config.model.drop_rate)
@@ -375,16 +394,23 @@ def preflight(device, dist: Dist, config: RunConfig, cfg: GPTConfig, tied: bool)
     lora = config.lora
     if lora.enabled:
         check_rank(cfg, lora.lora_rank)
-    plan = Plan(lora.lora_rank, lora.targets if lora.enabled else (),
-                2 if lora.dtype == torch.bfloat16 else 4,
-                config.train.activation_checkpointing)  # fmt: skip
+    plan = Plan(
+        lora.lora_rank,
+        lora.targets if lora.enabled else (),
+        2 if lora.dtype == torch.bfloat16 else 4,
+        config.train.activation_checkpointing,
+    )
     if not config.no_memory_check:
         dtype = resolve_dtype(device, config.device.dtype)
         check_memory(cfg, tied, config.train.batch_size, dtype, device, plan)
     if dist.is_main:
         n_trained = lora_parameters(cfg, lora.lora_rank, lora.targets) if lora.enabled else None
-        check_disk(config.outputs.output_dir, n_parameters(cfg, tied),
-                   bool(config.outputs.save_every), n_trained)  # fmt: skip
+        check_disk(
+            config.outputs.output_dir,
+            n_parameters(cfg, tied),
+            bool(config.outputs.save_every),
+            n_trained,
+        )
 
 
 def show_model(model: GPTModel, origin: str | None, device, dist: Dist, print0: Callable) -> None:
@@ -419,14 +445,18 @@ def load_data(config: RunConfig, tokenizer, dist: Dist, log, split: bool = False
         return (
             split_instructions(records, data.share(True), config.train.seed) if split else records
         )
-    given = [flag for flag, value in (("--mask-prompt", data.mask_prompt),
-             ("--max-length", data.max_length)) if value]  # fmt: skip
+    given = [
+        flag
+        for flag, value in (("--mask-prompt", data.mask_prompt), ("--max-length", data.max_length))
+        if value
+    ]
     if given:
         raise UserError(f"{given[0]} is for instruction data; {data.data} is text to train on")
     if not split:
         return load_tokens(data.data, tokenizer, data.memmap or None, log, data.text_field)
-    return load_corpus(data.data, tokenizer, data.share(False), data.memmap or None, log,
-                       data.text_field)  # fmt: skip
+    return load_corpus(
+        data.data, tokenizer, data.share(False), data.memmap or None, log, data.text_field
+    )
 
 
 def windows(config: RunConfig, data, cfg: GPTConfig, dist: Dist):
@@ -436,27 +466,40 @@ def windows(config: RunConfig, data, cfg: GPTConfig, dist: Dist):
     global_batch = t.batch_size * t.grad_accum * dist.world_size
     if isinstance(data, tuple):  # instruction records, training and validation
         length = min(config.data.max_length or cfg.context_length, cfg.context_length)
-        train, val = (InstructionBatches.of(records, get_tokenizer(), length,
-                      config.data.mask_prompt) for records in data)  # fmt: skip
+        train, val = (
+            InstructionBatches.of(records, get_tokenizer(), length, config.data.mask_prompt)
+            for records in data
+        )
         return train, val, format_input(data[1][0]) + RESPONSE
     try:
-        train, val = data.windows(cfg.context_length, config.data.stride or cfg.context_length,
-                                  global_batch)  # fmt: skip
+        train, val = data.windows(
+            cfg.context_length, config.data.stride or cfg.context_length, global_batch
+        )
     except DataError as e:  # too short: name the data
         raise DataError(f"{config.data.data}: {e}") from None
     return train, val, config.report.start_context
 
 
-def run_training(config: RunConfig, trainer: Trainer, tokenizer, dist: Dist, files: RunOutputs,
-                 prompt: str, stop: Callable[[], bool]) -> bool:  # fmt: skip
+def run_training(
+    config: RunConfig,
+    trainer: Trainer,
+    tokenizer,
+    dist: Dist,
+    files: RunOutputs,
+    prompt: str,
+    stop: Callable[[], bool],
+) -> bool:
     """Trainer.run with the book's reports; False if `stop` (Ctrl-C) stopped it first."""
     every = config.report.sample_every
 
     def on_step(state: TrainState, lr: float, grad_norm) -> None:
         bar.update()
         if dist.is_main and trainer.skipped_steps and trainer.skipped_steps[-1] == state.step - 1:
-            tqdm.write(f"warning: step {state.step - 1} skipped: its loss or gradient norm is "
-                       f"not finite (--allow-nonfinite)", file=sys.stderr)  # fmt: skip
+            tqdm.write(
+                f"warning: step {state.step - 1} skipped: its loss or gradient norm is "
+                f"not finite (--allow-nonfinite)",
+                file=sys.stderr,
+            )
         if every and state.step % every == 0:
             print_sample(config, trainer, tokenizer, dist, prompt)
 
@@ -466,9 +509,12 @@ def run_training(config: RunConfig, trainer: Trainer, tokenizer, dist: Dist, fil
 
     # The bar lives on stderr and only on a terminal; tqdm.write keeps it below the printed lines.
     with tqdm(
-        total=trainer.total_steps, initial=trainer.state.step, unit="step", leave=False,
+        total=trainer.total_steps,
+        initial=trainer.state.step,
+        unit="step",
+        leave=False,
         disable=None if dist.is_main else True,
-    ) as bar:  # fmt: skip
+    ) as bar:
         return trainer.run(
             on_step=on_step,
             on_eval=on_eval,

@@ -28,8 +28,14 @@ def setting(
 
     `positive`: an integer flag of at least 1; `repeat`: a flag given once per item (a tuple).
     """
-    meta = {"help": help, "group": group, "metavar": metavar, "choices": choices,
-            "positive": positive, "repeat": repeat}  # fmt: skip
+    meta = {
+        "help": help,
+        "group": group,
+        "metavar": metavar,
+        "choices": choices,
+        "positive": positive,
+        "repeat": repeat,
+    }
     return dataclasses.field(default=default, metadata={"flag": meta})
 
 

@@ -287,8 +287,9 @@ class Trainer:
         self.dist = dist or Dist()
         self.state = TrainState()
         d = self.dist
-        self.order = WindowOrder(len(train_windows), settings.batch_size, settings.grad_accum,
-                                 d.world_size, d.rank)  # fmt: skip
+        self.order = WindowOrder(
+            len(train_windows), settings.batch_size, settings.grad_accum, d.world_size, d.rank
+        )
         self.steps_per_epoch = self.order.steps_per_epoch
         if self.steps_per_epoch == 0:
             raise UserError(

@@ -28,12 +28,19 @@ def main(out, n_layer, n_embd, n_head, n_ctx, n_vocab, seed):
     for i in range(n_layer):
         h = f"h{i}/"
         shapes |= {
-            h + "ln_1/g": [d], h + "ln_1/b": [d], h + "ln_2/g": [d], h + "ln_2/b": [d],
-            h + "attn/c_attn/w": [1, d, 3 * d], h + "attn/c_attn/b": [3 * d],
-            h + "attn/c_proj/w": [1, d, d], h + "attn/c_proj/b": [d],
-            h + "mlp/c_fc/w": [1, d, 4 * d], h + "mlp/c_fc/b": [4 * d],
-            h + "mlp/c_proj/w": [1, 4 * d, d], h + "mlp/c_proj/b": [d],
-        }  # fmt: skip
+            h + "ln_1/g": [d],
+            h + "ln_1/b": [d],
+            h + "ln_2/g": [d],
+            h + "ln_2/b": [d],
+            h + "attn/c_attn/w": [1, d, 3 * d],
+            h + "attn/c_attn/b": [3 * d],
+            h + "attn/c_proj/w": [1, d, d],
+            h + "attn/c_proj/b": [d],
+            h + "mlp/c_fc/w": [1, d, 4 * d],
+            h + "mlp/c_fc/b": [4 * d],
+            h + "mlp/c_proj/w": [1, 4 * d, d],
+            h + "mlp/c_proj/b": [d],
+        }
     arrays = {}
     for name, shape in shapes.items():
         base = 1.0 if name.endswith("/g") else 0.0  # norms near 1, everything else near 0

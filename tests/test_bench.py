@@ -12,10 +12,19 @@ pytestmark = pytest.mark.slow  # starts scripts or TensorFlow: `pytest -m "not s
 
 def test_quick_benchmark_runs_and_writes_json(tmp_path):
     out = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "compare_hf.py"), "--quick", "--skip-startup",
-         "--json", str(tmp_path / "results.json")],
-        capture_output=True, text=True, timeout=300, cwd=ROOT,
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(ROOT / "bench" / "compare_hf.py"),
+            "--quick",
+            "--skip-startup",
+            "--json",
+            str(tmp_path / "results.json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
     assert out.returncode == 0, out.stderr
     results = json.loads((tmp_path / "results.json").read_text())
     for section in ("training", "generation", "forward"):

@@ -49,8 +49,12 @@ def test_special_token_text_is_plain_text(tokenizer, monkeypatch):
 
 def test_chat_transcript(tokenizer, capsys):
     model = small_model()
-    chat(model, tokenizer, ChatSettings(Sampling(max_new_tokens=5)),
-         stdin=io.StringIO("\nEvery effort\nexit\n"))  # fmt: skip
+    chat(
+        model,
+        tokenizer,
+        ChatSettings(Sampling(max_new_tokens=5)),
+        stdin=io.StringIO("\nEvery effort\nexit\n"),
+    )
     out = capsys.readouterr().out.splitlines()
     expected = complete_text(model, tokenizer, "Every effort", 5)
     assert out == [

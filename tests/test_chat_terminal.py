@@ -109,8 +109,13 @@ def test_line_editing_history_and_ctrl_c(weights, tmp_path):
     term.type(CTRL_C)  # at the prompt: the chat ends
     assert term.exit_code() == 0
     history = (tmp_path / "chat-history").read_text().splitlines()
-    assert history == ["Hello world", "/set max_new_tokens 100000", "Every effort",
-                       "/set max_new_tokens 5", "Hello world"]  # fmt: skip
+    assert history == [
+        "Hello world",
+        "/set max_new_tokens 100000",
+        "Every effort",
+        "/set max_new_tokens 5",
+        "Hello world",
+    ]
 
     # A new run recalls the last one's prompts; Ctrl-D ends it.
     term = Terminal(*flags, "--max-new-tokens", "5")

@@ -116,17 +116,23 @@ def bad_inputs(tmp_path):
     write_parquet(tmp_path / "null.parquet", ["a", None, "c"])
     (tmp_path / "fake.parquet").write_text("not parquet")
     return [
-        ("cols.parquet", "no column 'text' (its columns: id, content); --text-field names "
-         "the one holding the text"),
+        (
+            "cols.parquet",
+            "no column 'text' (its columns: id, content); --text-field names "
+            "the one holding the text",
+        ),
         ("broken.jsonl", "line 3: not JSON (Invalid control character at column 17)"),
         ("number.jsonl", "line 2: 'text' is int, not a string"),
         ("chat.jsonl", "line 1: an instruction record (instruction, output), not text to train on"),
-        ("other.json", "record 2: no 'text' field (its fields: body); --text-field names the one "
-         "holding the text"),
+        (
+            "other.json",
+            "record 2: no 'text' field (its fields: body); --text-field names the one "
+            "holding the text",
+        ),
         ("empty.jsonl", "the corpus holds no text"),
         ("null.parquet", "row 2: 'text' is null, not text"),
         ("fake.parquet", "not a Parquet file ("),
-    ]  # fmt: skip
+    ]
 
 
 @pytest.mark.parametrize("memmap", [False, True])
@@ -142,9 +148,12 @@ def test_v1_refuses_them_before_training(tmp_path, monkeypatch, capsys):
     cases = bad_inputs(tmp_path)
     for name, message in cases[:3]:
         out = tmp_path / "out"
-        done = run_in_process(ROOT / "MyGPT_v1_local-train.py",
-                              ["--data", tmp_path / name, "--output-dir", out],
-                              monkeypatch, capsys)  # fmt: skip
+        done = run_in_process(
+            ROOT / "MyGPT_v1_local-train.py",
+            ["--data", tmp_path / name, "--output-dir", out],
+            monkeypatch,
+            capsys,
+        )
         assert done.returncode == 2 and done.stdout == "" or "Starting" not in done.stdout
         assert done.stderr.startswith(f"error: {tmp_path / name}: {message}")
         assert done.stderr.count("\n") == 1

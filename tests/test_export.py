@@ -206,8 +206,12 @@ def test_command_exports_a_v1_file_and_refuses_bad_outputs(tmp_path, monkeypatch
         assert out.returncode == 2, (args, out.stderr)
         assert message in out.stderr and "Traceback" not in out.stderr, out.stderr
     assert (tmp_path / "out" / "m.gguf").read_bytes() == before
-    forced = run_in_process("mygpt.export", (src, "--to", "gguf", tmp_path / "out" / "m.gguf",
-                            "--outtype", "f32", "--force"), monkeypatch, capsys)  # fmt: skip
+    forced = run_in_process(
+        "mygpt.export",
+        (src, "--to", "gguf", tmp_path / "out" / "m.gguf", "--outtype", "f32", "--force"),
+        monkeypatch,
+        capsys,
+    )
     assert forced.returncode == 0 and (tmp_path / "out" / "m.gguf").read_bytes() != before
     assert not list(tmp_path.rglob("*.tmp*")) and not list(tmp_path.rglob("*.old-*"))
 
@@ -232,8 +236,11 @@ def test_a_failed_write_leaves_nothing_and_keeps_the_old_folder(tmp_path, monkey
     from mygpt.export.__main__ import main
 
     save_model(model, tmp_path / "model.safetensors")
-    with pytest.raises(UserError, match=r"new: could not be written \(No space left on device\); "
-                       "nothing written"):  # fmt: skip
+    with pytest.raises(
+        UserError,
+        match=r"new: could not be written \(No space left on device\); "
+        "nothing written",
+    ):
         main([str(tmp_path / "model.safetensors"), "--to", "hf", str(tmp_path / "new")])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hf", "model.safetensors"]
 
@@ -242,8 +249,16 @@ def test_a_failed_write_leaves_nothing_and_keeps_the_old_folder(tmp_path, monkey
 def test_a_gpt2_size_exports_from_the_download_cache(models_dir, tmp_path, monkeypatch, capsys):
     """SOURCE 124M is read from --models-dir as --init-from reads it: complete there (from a
     server named by --base-url, here a closed port), so nothing is fetched."""
-    args = ("124M", "--to", "gguf", tmp_path / "g.gguf", "--models-dir", models_dir,
-            "--base-url", "http://127.0.0.1:9")  # fmt: skip
+    args = (
+        "124M",
+        "--to",
+        "gguf",
+        tmp_path / "g.gguf",
+        "--models-dir",
+        models_dir,
+        "--base-url",
+        "http://127.0.0.1:9",
+    )
     out = run_in_process("mygpt.export", (*args, "--outtype", "f32"), monkeypatch, capsys)
     assert out.returncode == 0, out.stderr
     assert f"Loaded OpenAI's GPT-2 124M ({models_dir / 'gpt2' / '124M'})" in out.stderr

@@ -17,9 +17,24 @@ from mygpt import DownloadError, download_gpt2, load_checkpoint
 from mygpt.train import Trainer
 
 SCRIPT = ROOT / "MyGPT_v1_local-train.py"
-TINY = ["--emb-dim", "32", "--n-layers", "1", "--n-heads", "2", "--context-length", "64",
-        "--batch-size", "4", "--eval-freq", "2", "--eval-iter", "1",
-        "--sample-tokens", "3"]  # fmt: skip
+TINY = [
+    "--emb-dim",
+    "32",
+    "--n-layers",
+    "1",
+    "--n-heads",
+    "2",
+    "--context-length",
+    "64",
+    "--batch-size",
+    "4",
+    "--eval-freq",
+    "2",
+    "--eval-iter",
+    "1",
+    "--sample-tokens",
+    "3",
+]
 ENOSPC = OSError(errno.ENOSPC, "No space left on device")
 pytestmark = pytest.mark.slow  # runs the v1 script
 
@@ -38,8 +53,10 @@ def test_output_folder_under_a_file_is_refused_before_any_work(monkeypatch, caps
     (tmp_path / "story.txt").write_text("text")
     code, out, err = v1(monkeypatch, capsys, *TINY, "--output-dir", tmp_path / "story.txt" / "out")
     assert code == 2 and out == ""
-    assert err == f"error: --output-dir {tmp_path}/story.txt/out: cannot write there " \
-        "(Not a directory)\n"  # fmt: skip
+    assert (
+        err == f"error: --output-dir {tmp_path}/story.txt/out: cannot write there "
+        "(Not a directory)\n"
+    )
     code, out, err = v1(monkeypatch, capsys, *TINY, "--output-dir", tmp_path / "story.txt")
     assert (code, out) == (2, "")
     assert err == f"error: --output-dir {tmp_path}/story.txt: exists and is not a directory\n"
@@ -48,26 +65,39 @@ def test_output_folder_under_a_file_is_refused_before_any_work(monkeypatch, caps
 def test_too_little_disk_or_memory_is_refused_before_any_work(monkeypatch, capsys, tmp_path):
     usage = preflight.shutil.disk_usage(tmp_path)
     monkeypatch.setattr(preflight.shutil, "disk_usage", lambda p: usage._replace(free=10**6))
-    code, out, err = v1(monkeypatch, capsys, *TINY, "--output-dir", tmp_path / "o",
-                        "--save-every", "5")  # fmt: skip
+    code, out, err = v1(
+        monkeypatch, capsys, *TINY, "--output-dir", tmp_path / "o", "--save-every", "5"
+    )
     assert code == 2 and out == ""
-    assert err == f"error: --output-dir {tmp_path / 'o'}: 0.00 GB free, the run writes 0.09 GB " \
-        "(model, checkpoints)\n"  # fmt: skip
+    assert (
+        err == f"error: --output-dir {tmp_path / 'o'}: 0.00 GB free, the run writes 0.09 GB "
+        "(model, checkpoints)\n"
+    )
     monkeypatch.undo()
 
     # A model far too big for this machine: refused before a byte of it is allocated.
     code, out, err = v1(monkeypatch, capsys, "--emb-dim", "12000", "--output-dir", tmp_path / "o")
     assert code == 2 and out == ""
     assert err.startswith("error: the run needs about 35") and err.count("\n") == 1
-    assert "GB is free: use a smaller model or --batch-size (with --grad-accum for the same " \
-        "batch), or --no-memory-check if you know better" in err  # fmt: skip
+    assert (
+        "GB is free: use a smaller model or --batch-size (with --grad-accum for the same "
+        "batch), or --no-memory-check if you know better" in err
+    )
 
     # --no-memory-check trusts the user.
     monkeypatch.setattr(preflight, "available_memory", lambda device: 10**6)
     code, _, err = v1(monkeypatch, capsys, *TINY, "--max-steps", "1", "--output-dir", tmp_path)
     assert code == 2 and "the run needs about 1.0 GB of memory on cpu, 0.0 GB is free" in err
-    code, _, err = v1(monkeypatch, capsys, *TINY, "--max-steps", "1", "--output-dir", tmp_path,
-                      "--no-memory-check")  # fmt: skip
+    code, _, err = v1(
+        monkeypatch,
+        capsys,
+        *TINY,
+        "--max-steps",
+        "1",
+        "--output-dir",
+        tmp_path,
+        "--no-memory-check",
+    )
     assert code == 0, err
     assert (tmp_path / "model.safetensors").is_file()
 
@@ -86,13 +116,24 @@ def test_a_full_disk_keeps_the_last_good_checkpoint(monkeypatch, capsys, tmp_pat
         raise ENOSPC
 
     monkeypatch.setattr(torch, "save", save)
-    code, out, err = v1(monkeypatch, capsys, *TINY, "--max-steps", "6", "--save-every", "2",
-                        "--output-dir", tmp_path)  # fmt: skip
+    code, out, err = v1(
+        monkeypatch,
+        capsys,
+        *TINY,
+        "--max-steps",
+        "6",
+        "--save-every",
+        "2",
+        "--output-dir",
+        tmp_path,
+    )
     checkpoint = tmp_path / "checkpoint.pt"
     assert code == 1
-    warning = (f"warning: could not write {checkpoint} (No space left on device): a periodic "
-               f"checkpoint not saved; the last checkpoint, {checkpoint}, is from step 2; "
-               "training goes on")  # fmt: skip
+    warning = (
+        f"warning: could not write {checkpoint} (No space left on device): a periodic "
+        f"checkpoint not saved; the last checkpoint, {checkpoint}, is from step 2; "
+        "training goes on"
+    )
     assert err.splitlines()[0] == warning
     assert err.splitlines()[-1] == (
         f"error: could not write {checkpoint} (No space left on device): the final checkpoint "
@@ -133,8 +174,17 @@ def test_out_of_memory_in_training_suggests_a_smaller_batch(monkeypatch, capsys,
         return real_step(self)
 
     monkeypatch.setattr(Trainer, "_train_step", step)
-    code, _, err = v1(monkeypatch, capsys, *TINY, "--max-steps", "6", "--save-every", "2",
-                      "--output-dir", tmp_path)  # fmt: skip
+    code, _, err = v1(
+        monkeypatch,
+        capsys,
+        *TINY,
+        "--max-steps",
+        "6",
+        "--save-every",
+        "2",
+        "--output-dir",
+        tmp_path,
+    )
     assert code == 1 and "Traceback" not in err
     assert err.splitlines()[-1] == (
         "error: out of memory on cpu at --batch-size 4: try --batch-size 2 --grad-accum 2 (the "
@@ -145,8 +195,17 @@ def test_out_of_memory_in_training_suggests_a_smaller_batch(monkeypatch, capsys,
 
 @pytest.mark.parametrize("flag", ["--resume", "--init-from"])
 def test_damaged_files_are_named_in_one_line(monkeypatch, capsys, tmp_path, flag):
-    v1(monkeypatch, capsys, *TINY, "--max-steps", "2", "--save-every", "2", "--output-dir",
-       tmp_path)  # fmt: skip
+    v1(
+        monkeypatch,
+        capsys,
+        *TINY,
+        "--max-steps",
+        "2",
+        "--save-every",
+        "2",
+        "--output-dir",
+        tmp_path,
+    )
     for name in ("checkpoint.pt", "model.safetensors"):
         data = (tmp_path / name).read_bytes()
         (tmp_path / f"cut-{name}").write_bytes(data[: len(data) // 2])

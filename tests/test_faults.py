@@ -31,9 +31,24 @@ from mygpt.export import export_hf
 
 V1, V2, EXPORT = ROOT / "MyGPT_v1_local-train.py", ROOT / "MyGPT_v2_pretrained.py", "mygpt.export"
 SMALL = GPTConfig(context_length=32, emb_dim=32, n_heads=2, n_layers=1, drop_rate=0.0)
-TINY = ["--emb-dim", "32", "--n-layers", "1", "--n-heads", "2", "--context-length", "32",
-        "--batch-size", "2", "--eval-freq", "5", "--eval-iter", "1",
-        "--sample-tokens", "3"]  # fmt: skip
+TINY = [
+    "--emb-dim",
+    "32",
+    "--n-layers",
+    "1",
+    "--n-heads",
+    "2",
+    "--context-length",
+    "32",
+    "--batch-size",
+    "2",
+    "--eval-freq",
+    "5",
+    "--eval-iter",
+    "1",
+    "--sample-tokens",
+    "3",
+]
 
 
 @pytest.fixture
@@ -70,8 +85,14 @@ def text_file(path: Path, n_chars: int = 40_000) -> Path:
 def child(args, **kwargs) -> subprocess.Popen:
     """A script or module in a child process of its own group, its output piped."""
     command = [sys.executable, *(["-m", args[0]] if isinstance(args[0], str) else [args[0]])]
-    return subprocess.Popen([*command, *map(str, args[1:])], cwd=ROOT, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)  # fmt: skip
+    return subprocess.Popen(
+        [*command, *map(str, args[1:])],
+        cwd=ROOT,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        **kwargs,
+    )
 
 
 def file_size_limit(n_bytes: int):
@@ -119,9 +140,26 @@ def test_two_runs_tokenizing_one_corpus_each_write_their_own_file(tmp_path, toke
 
 # 2. Ctrl-C or SIGTERM just after "Training completed"
 
-BIG = ["--emb-dim", "256", "--n-layers", "2", "--n-heads", "4", "--context-length", "32",
-       "--batch-size", "2", "--eval-freq", "50", "--eval-iter", "1", "--sample-tokens", "1",
-       "--max-steps", "2"]  # fmt: skip  # 100 MB of weights: saving them takes a while
+BIG = [
+    "--emb-dim",
+    "256",
+    "--n-layers",
+    "2",
+    "--n-heads",
+    "4",
+    "--context-length",
+    "32",
+    "--batch-size",
+    "2",
+    "--eval-freq",
+    "50",
+    "--eval-iter",
+    "1",
+    "--sample-tokens",
+    "1",
+    "--max-steps",
+    "2",
+]  # 100 MB of weights: saving them takes a while
 
 
 def stopped_at(line: str, args, sig: int, delay: float = 0.0):
@@ -151,14 +189,19 @@ def test_a_signal_after_training_completed_still_saves_the_model(tmp_path, sig):
 
 
 def test_sigterm_after_a_lora_run_completed_keeps_adapter_and_merged_model(tmp_path):
-    base = small_file(tmp_path / "base.safetensors", GPTConfig(context_length=32, emb_dim=256,
-                      n_heads=4, n_layers=2, drop_rate=0.0))  # fmt: skip
+    base = small_file(
+        tmp_path / "base.safetensors",
+        GPTConfig(context_length=32, emb_dim=256, n_heads=4, n_layers=2, drop_rate=0.0),
+    )
     out = tmp_path / "run"
     args = [*BIG[8:], "--init-from", base, "--lora-rank", "4", "--output-dir", out]
     code, stdout, stderr = stopped_at("Training completed", args, signal.SIGTERM)
     assert code == 0, stderr
     assert sorted(p.name for p in out.iterdir()) == [
-        "adapter.safetensors", "loss-plot.png", "model.safetensors"]  # fmt: skip
+        "adapter.safetensors",
+        "loss-plot.png",
+        "model.safetensors",
+    ]
 
 
 # 3. A full disk
@@ -167,9 +210,21 @@ def test_sigterm_after_a_lora_run_completed_keeps_adapter_and_merged_model(tmp_p
 def test_a_full_disk_at_the_final_save_says_what_was_lost(tmp_path):
     """A file-size limit as the full disk: 200 kB, less than a checkpoint or the weights."""
     out = tmp_path / "run"
-    proc = child([V1, *TINY, "--data", text_file(tmp_path / "t.txt"), "--max-steps", "4",
-                  "--save-every", "2", "--output-dir", out],
-                 preexec_fn=file_size_limit(200_000))  # fmt: skip
+    proc = child(
+        [
+            V1,
+            *TINY,
+            "--data",
+            text_file(tmp_path / "t.txt"),
+            "--max-steps",
+            "4",
+            "--save-every",
+            "2",
+            "--output-dir",
+            out,
+        ],
+        preexec_fn=file_size_limit(200_000),
+    )
     stdout, stderr = proc.communicate(timeout=300)
     checkpoint, weights = out / "checkpoint.pt", out / "model.safetensors"
     assert proc.returncode == 1, stderr
@@ -197,8 +252,10 @@ def test_a_full_disk_in_export_and_in_the_hub_cache_is_one_line(tmp_path):
         assert not out.exists() and leftovers(tmp_path) == []
     # A hub folder whose mygpt.safetensors cannot be written beside it still loads.
     hub = export_hf(load_model(source), tmp_path / "hub")
-    proc = child([EXPORT, hub, "--to", "gguf", tmp_path / "h.gguf", "--outtype", "q8_0"],
-                 preexec_fn=file_size_limit(6_000_000))  # fmt: skip
+    proc = child(
+        [EXPORT, hub, "--to", "gguf", tmp_path / "h.gguf", "--outtype", "q8_0"],
+        preexec_fn=file_size_limit(6_000_000),
+    )
     _, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 0, stderr
     assert f"could not save {hub / 'mygpt.safetensors'} (File too large)" in stderr
@@ -230,11 +287,16 @@ def test_a_hub_config_with_bad_values_is_one_line(run, tmp_path, change, message
     if isinstance(change, dict):
         config |= change
         config = {k: v for k, v in config.items() if v != "drop"}
-    text = change if isinstance(change, str) else json.dumps(config if isinstance(change, dict)
-                                                            else change)  # fmt: skip
+    text = (
+        change
+        if isinstance(change, str)
+        else json.dumps(config if isinstance(change, dict) else change)
+    )
     (hub / "config.json").write_text(text)
-    for script, *args in ((EXPORT, hub, "--to", "gguf", tmp_path / "o.gguf"),
-                          (V2, "--checkpoint-dir", hub)):  # fmt: skip
+    for script, *args in (
+        (EXPORT, hub, "--to", "gguf", tmp_path / "o.gguf"),
+        (V2, "--checkpoint-dir", hub),
+    ):
         assert one_line_error(run(script, *args)).startswith(f"{hub / 'config.json'}: {message}")
 
 
@@ -244,9 +306,11 @@ def test_an_openai_hparams_json_with_bad_values_is_one_line(run, tmp_path):
     for name in ("model.ckpt.index", "model.ckpt.data-00000-of-00001"):
         (folder / name).write_bytes(b"")
     shape = {"n_vocab": 50257, "n_ctx": 32, "n_embd": 32, "n_head": 2, "n_layer": 1}
-    for hparams, message in (({**shape, "n_ctx": 0}, "n_ctx is 0, not a positive integer"),
-                             ({**shape, "n_vocab": 1.5}, "n_vocab is 1.5, not a positive integer"),
-                             (["x"], "holds list, not a JSON object")):  # fmt: skip
+    for hparams, message in (
+        ({**shape, "n_ctx": 0}, "n_ctx is 0, not a positive integer"),
+        ({**shape, "n_vocab": 1.5}, "n_vocab is 1.5, not a positive integer"),
+        (["x"], "holds list, not a JSON object"),
+    ):
         (folder / "hparams.json").write_text(json.dumps(hparams))
         data = text_file(tmp_path / "t.txt")
         done = run(V1, "--eval-only", "--init-from", folder, "--data", data)
@@ -271,17 +335,27 @@ def test_weights_whose_metadata_contradicts_their_tensors_are_one_line(run, tmp_
     data = text_file(tmp_path / "t.txt")
     bad = "damaged or not weights saved by MyGPT"
     cases = [
-        ({"change_config": lambda c: c | {"emb_dim": 128}},
-         "its tensor tok_emb.weight is (50257, 32); its config makes it (50257, 128)"),
-        ({"change_tensors": lambda t: {k: v for k, v in t.items() if k != "final_norm.shift"}},
-         "it has no tensor final_norm.shift"),
-        ({"change_tensors": lambda t: t | {"final_norm.scale": t["final_norm.scale"].long()}},
-         "its tensor final_norm.scale is not floating point"),
-        ({"change_config": lambda c: c | {"n_layers": 100_000}},
-         "its config says 100000 layers, its tensors have 1"),
-        ({"change_config": lambda c: c | {"n_heads": "2"}},
-         "the model config's n_heads is '2', not int"),
-    ]  # fmt: skip
+        (
+            {"change_config": lambda c: c | {"emb_dim": 128}},
+            "its tensor tok_emb.weight is (50257, 32); its config makes it (50257, 128)",
+        ),
+        (
+            {"change_tensors": lambda t: {k: v for k, v in t.items() if k != "final_norm.shift"}},
+            "it has no tensor final_norm.shift",
+        ),
+        (
+            {"change_tensors": lambda t: t | {"final_norm.scale": t["final_norm.scale"].long()}},
+            "its tensor final_norm.scale is not floating point",
+        ),
+        (
+            {"change_config": lambda c: c | {"n_layers": 100_000}},
+            "its config says 100000 layers, its tensors have 1",
+        ),
+        (
+            {"change_config": lambda c: c | {"n_heads": "2"}},
+            "the model config's n_heads is '2', not int",
+        ),
+    ]
     for i, (change, message) in enumerate(cases):
         path = rewritten(source, tmp_path / f"bad{i}.safetensors", **change)
         done = run(V1, "--eval-only", "--init-from", path, "--data", data)
@@ -290,8 +364,11 @@ def test_weights_whose_metadata_contradicts_their_tensors_are_one_line(run, tmp_
 
 def test_float16_weights_score_as_the_exporter_reads_them(run, tmp_path):
     source = small_file(tmp_path / "m.safetensors")
-    half = rewritten(source, tmp_path / "half.safetensors",
-                     change_tensors=lambda t: {k: v.half() for k, v in t.items()})  # fmt: skip
+    half = rewritten(
+        source,
+        tmp_path / "half.safetensors",
+        change_tensors=lambda t: {k: v.half() for k, v in t.items()},
+    )
     data = text_file(tmp_path / "t.txt")
     scores = [run(V1, "--eval-only", "--init-from", p, "--data", data) for p in (source, half)]
     assert [s.returncode for s in scores] == [0, 0], scores[1].stderr
@@ -328,8 +405,12 @@ def test_the_chat_survives_numbers_at_the_edges(tokenizer, capsys):
         "/set repetition_penalty 1",
         "Every effort",
     ]
-    chat(model, tokenizer, ChatSettings(Sampling(temperature=0.7), seed=1),
-         stdin=io.StringIO("\n".join(lines) + "\n"))  # fmt: skip
+    chat(
+        model,
+        tokenizer,
+        ChatSettings(Sampling(temperature=0.7), seed=1),
+        stdin=io.StringIO("\n".join(lines) + "\n"),
+    )
     out = [line for line in capsys.readouterr().out.splitlines() if not line.startswith("> ")]
     assert out[1:4] == [
         "error: seed must be from 0 to 2**63 - 1, got 99999999999999999999999",
@@ -356,8 +437,10 @@ def terminated_when(proc: subprocess.Popen, folder: Path) -> tuple[int, str]:
 
 
 def test_sigterm_during_export_leaves_nothing(tmp_path):
-    source = small_file(tmp_path / "m.safetensors", GPTConfig(context_length=256, emb_dim=512,
-                        n_heads=8, n_layers=4))  # fmt: skip
+    source = small_file(
+        tmp_path / "m.safetensors",
+        GPTConfig(context_length=256, emb_dim=512, n_heads=8, n_layers=4),
+    )
     for to, out in (("gguf", tmp_path / "out" / "m.gguf"), ("hf", tmp_path / "out" / "hf")):
         out.parent.mkdir(exist_ok=True)
         proc = child([EXPORT, source, "--to", to, out, *(["--outtype", "f32"] * (to == "gguf"))])
@@ -389,8 +472,15 @@ def test_instruction_records_that_are_not_objects_are_named(run, tmp_path):
     ]
     for name, text, message in cases:
         (path := tmp_path / name).write_text(text)
-        done = run(V1, "--data", path, "--init-from", small_file(tmp_path / "m"), "--output-dir",
-                   tmp_path / "run")  # fmt: skip
+        done = run(
+            V1,
+            "--data",
+            path,
+            "--init-from",
+            small_file(tmp_path / "m"),
+            "--output-dir",
+            tmp_path / "run",
+        )
         assert one_line_error(done) == f"{path}: {message}"
 
 
@@ -409,19 +499,23 @@ def test_an_empty_start_context_is_one_line_before_anything_runs(run, tmp_path):
 
 def test_corrupt_compressed_data_is_one_line(run, tmp_path):
     texts = [pydoc_text()[i : i + 2000] for i in range(0, 200_000, 2000)]
-    packed = bytearray(gzip.compress("".join(json.dumps({"text": t}) + "\n" for t in texts)
-                                     .encode(), mtime=0))  # fmt: skip
+    packed = bytearray(
+        gzip.compress("".join(json.dumps({"text": t}) + "\n" for t in texts).encode(), mtime=0)
+    )
     packed[len(packed) // 2] ^= 0x10
     (gz := tmp_path / "bad.jsonl.gz").write_bytes(packed)
-    pq.write_table(pa.table({"text": texts}), parquet := tmp_path / "bad.parquet",
-                   compression="snappy")  # fmt: skip
+    pq.write_table(
+        pa.table({"text": texts}), parquet := tmp_path / "bad.parquet", compression="snappy"
+    )
     pages = bytearray(parquet.read_bytes())
     pages[2000:4000] = bytes(b ^ 0xFF for b in pages[2000:4000])  # inside the first data page
     parquet.write_bytes(pages)
     (deep := tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
-    for path, message in ((gz, "cannot be read (CRC check failed"),
-                          (parquet, "damaged (Corrupt snappy compressed data.)"),
-                          (deep, "not JSON (nested too deeply)")):  # fmt: skip
+    for path, message in (
+        (gz, "cannot be read (CRC check failed"),
+        (parquet, "damaged (Corrupt snappy compressed data.)"),
+        (deep, "not JSON (nested too deeply)"),
+    ):
         done = run(V1, *TINY, "--data", path, "--output-dir", tmp_path / "run")
         assert one_line_error(done).startswith(f"{path}: {message}")
         assert not (tmp_path / "run").exists()
@@ -453,14 +547,25 @@ def test_a_byte_order_mark_is_read_and_a_bad_line_is_numbered(run, tmp_path):
     base = small_file(tmp_path / "base.safetensors")
     alpaca = tmp_path / "alpaca.json"
     alpaca.write_text(json.dumps([RECORD] * 20), encoding="utf-8-sig")
-    done = run(V1, *TINY, "--data", alpaca, "--init-from", base, "--max-steps", "1",
-               "--output-dir", tmp_path / "run")  # fmt: skip
+    done = run(
+        V1,
+        *TINY,
+        "--data",
+        alpaca,
+        "--init-from",
+        base,
+        "--max-steps",
+        "1",
+        "--output-dir",
+        tmp_path / "run",
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert (tmp_path / "run" / "model.safetensors").is_file()
     lines = [json.dumps(RECORD)] * 40 + ['{"instruction": "x\x01y", "input": "", "output": ""}']
     for encoding in ("utf-8", "utf-8-sig"):
-        (jsonl := tmp_path / f"records-{encoding}.jsonl").write_text("\n".join(lines) + "\n",
-                                                                    encoding=encoding)  # fmt: skip
+        (jsonl := tmp_path / f"records-{encoding}.jsonl").write_text(
+            "\n".join(lines) + "\n", encoding=encoding
+        )
         done = run(V1, *TINY, "--data", jsonl, "--init-from", base, "--output-dir", tmp_path / "r")
         assert one_line_error(done) == (
             f"{jsonl}: line 41: not JSON (Invalid control character at column 19)"
@@ -474,20 +579,33 @@ def test_weights_that_are_not_finite_are_refused_everywhere(run, tmp_path):
     def nan(tensors):
         return tensors | {"final_norm.scale": torch.full_like(tensors["final_norm.scale"], np.nan)}
 
-    path = rewritten(small_file(tmp_path / "m.safetensors"), tmp_path / "nan.safetensors",
-                     change_tensors=nan)  # fmt: skip
+    path = rewritten(
+        small_file(tmp_path / "m.safetensors"), tmp_path / "nan.safetensors", change_tensors=nan
+    )
     data = text_file(tmp_path / "t.txt")
     message = f"{path}: its weights are not finite (final_norm.scale holds nan or infinite values)"
     for script, *args in (
         (V1, "--eval-only", "--init-from", path, "--data", data),
-        (V1, *TINY, "--init-from", path, "--data", data, "--allow-nonfinite", "--output-dir",
-         tmp_path / "run"),
+        (
+            V1,
+            *TINY,
+            "--init-from",
+            path,
+            "--data",
+            data,
+            "--allow-nonfinite",
+            "--output-dir",
+            tmp_path / "run",
+        ),
         (EXPORT, path, "--to", "gguf", tmp_path / "nan.gguf"),
         (EXPORT, path, "--to", "hf", tmp_path / "hf"),
-    ):  # fmt: skip
+    ):
         assert one_line_error(run(script, *args)) == message
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors", "nan.safetensors",
-                                                         "t.txt"]  # fmt: skip
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "m.safetensors",
+        "nan.safetensors",
+        "t.txt",
+    ]
 
 
 # 14. Flags that would do nothing
@@ -497,8 +615,12 @@ def test_flags_that_would_do_nothing_are_refused(run, tmp_path):
     data = text_file(tmp_path / "t.txt")
     base = small_file(tmp_path / "m.safetensors")
     score = ["--eval-only", "--init-from", base, "--data", data]
-    for flag, value in (("--lora-rank", "4"), ("--max-steps", "3"), ("--lr", "1e-3"),
-                        ("--output-dir", tmp_path / "run")):  # fmt: skip
+    for flag, value in (
+        ("--lora-rank", "4"),
+        ("--max-steps", "3"),
+        ("--lr", "1e-3"),
+        ("--output-dir", tmp_path / "run"),
+    ):
         assert one_line_error(run(V1, *score, flag, value)) == (
             f"--eval-only scores a model and trains nothing: {flag} does nothing"
         )
@@ -508,8 +630,18 @@ def test_flags_that_would_do_nothing_are_refused(run, tmp_path):
             f"{flag[0]} is for instruction data; {data} is text to train on"
         )
     assert not (tmp_path / "run").exists()
-    first = run(V1, *TINY, "--data", data, "--max-steps", "2", "--save-every", "2",
-                "--output-dir", tmp_path / "run")  # fmt: skip
+    first = run(
+        V1,
+        *TINY,
+        "--data",
+        data,
+        "--max-steps",
+        "2",
+        "--save-every",
+        "2",
+        "--output-dir",
+        tmp_path / "run",
+    )
     assert first.returncode == 0, first.stderr[-2000:]
     checkpoint = tmp_path / "run" / "checkpoint.pt"
     assert one_line_error(run(V1, "--resume", checkpoint, "--init-from", base)) == (
@@ -532,14 +664,35 @@ def test_saved_files_have_the_usual_mode(run, tmp_path):
     data = text_file(tmp_path / "t.txt")
     base = small_file(tmp_path / "base.safetensors")
     out = tmp_path / "run"
-    done = run(V1, *TINY, "--data", data, "--init-from", base, "--lora-rank", "2", "--max-steps",
-               "2", "--save-every", "2", "--output-dir", out)  # fmt: skip
+    done = run(
+        V1,
+        *TINY,
+        "--data",
+        data,
+        "--init-from",
+        base,
+        "--lora-rank",
+        "2",
+        "--max-steps",
+        "2",
+        "--save-every",
+        "2",
+        "--output-dir",
+        out,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     hub = export_hf(load_model(out / "model.safetensors"), tmp_path / "hub")
-    saved = {str(p.relative_to(tmp_path)): p.stat().st_mode & 0o777
-             for folder in (out, hub) for p in folder.iterdir()}  # fmt: skip
-    assert {"run/adapter.safetensors", "run/checkpoint.pt", "run/model.safetensors",
-            "hub/model.safetensors"} <= saved.keys()  # fmt: skip
+    saved = {
+        str(p.relative_to(tmp_path)): p.stat().st_mode & 0o777
+        for folder in (out, hub)
+        for p in folder.iterdir()
+    }
+    assert {
+        "run/adapter.safetensors",
+        "run/checkpoint.pt",
+        "run/model.safetensors",
+        "hub/model.safetensors",
+    } <= saved.keys()
     assert saved == dict.fromkeys(saved, usual)
 
 
@@ -552,8 +705,20 @@ def umask() -> int:
 def test_an_adapter_given_as_a_model_is_named(run, tmp_path):
     base = small_file(tmp_path / "base.safetensors")
     out = tmp_path / "run"
-    done = run(V1, *TINY, "--data", text_file(tmp_path / "t.txt"), "--init-from", base,
-               "--lora-rank", "2", "--max-steps", "1", "--output-dir", out)  # fmt: skip
+    done = run(
+        V1,
+        *TINY,
+        "--data",
+        text_file(tmp_path / "t.txt"),
+        "--init-from",
+        base,
+        "--lora-rank",
+        "2",
+        "--max-steps",
+        "1",
+        "--output-dir",
+        out,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     adapter = out / "adapter.safetensors"
     assert one_line_error(run(EXPORT, adapter, "--to", "gguf", tmp_path / "a.gguf")) == (
@@ -614,8 +779,18 @@ def test_runs_killed_at_random_points_resume_or_start_clean(tmp_path, tokenizer)
     data.parent.mkdir()
     data.write_text(pydoc_text() * 4)  # 1.9 MB: a second or two to tokenize
     ids = tokenizer.encode(data.read_text())
-    fresh = [*TINY[:-4], "--eval-freq", "10", "--data", data, "--memmap", "--max-steps", "60",
-             "--save-every", "10"]  # fmt: skip
+    fresh = [
+        *TINY[:-4],
+        "--eval-freq",
+        "10",
+        "--data",
+        data,
+        "--memmap",
+        "--max-steps",
+        "60",
+        "--save-every",
+        "10",
+    ]
     # Where: tokenizing (fresh) or loading (resumed), training, saving; each signal at least once.
     phases = [None, "Ep ", "Training completed", None, "Ep "]
     signals = rng.sample([signal.SIGINT, signal.SIGTERM, signal.SIGKILL] * 2, len(phases))
@@ -643,10 +818,14 @@ def test_runs_killed_at_random_points_resume_or_start_clean(tmp_path, tokenizer)
             assert stderr.splitlines()[-1] == f"Continue with: --resume {checkpoint}", stderr
             assert checkpoint.is_file()
     if code != 0:
-        args = ["--resume", out / "checkpoint.pt"] if (out / "checkpoint.pt").exists() else [
-            *fresh, "--output-dir", out]  # fmt: skip
-        done = subprocess.run([sys.executable, V1, *map(str, args)], capture_output=True,
-                              text=True, cwd=ROOT)  # fmt: skip
+        args = (
+            ["--resume", out / "checkpoint.pt"]
+            if (out / "checkpoint.pt").exists()
+            else [*fresh, "--output-dir", out]
+        )
+        done = subprocess.run(
+            [sys.executable, V1, *map(str, args)], capture_output=True, text=True, cwd=ROOT
+        )
         assert done.returncode == 0, done.stderr[-2000:]
     finished.append(out / "model.safetensors")
     whole_and_finite(tmp_path, ids)
@@ -656,8 +835,10 @@ def test_runs_killed_at_random_points_resume_or_start_clean(tmp_path, tokenizer)
     for source in finished[-2:]:
         sig = rng.choice([signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
         before = leftovers(tmp_path)
-        proc = child([EXPORT, source, "--to", "gguf", gguf_file, "--outtype", "f32", "--force"],
-                     preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
+        proc = child(
+            [EXPORT, source, "--to", "gguf", gguf_file, "--outtype", "f32", "--force"],
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
         time.sleep(rng.uniform(2, 6))
         proc.send_signal(sig)
         _, stderr = proc.communicate(timeout=120)

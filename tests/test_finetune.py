@@ -42,8 +42,19 @@ def test_eval_only_of_a_downloaded_size_equals_numpy(tf_checkpoint, text, tmp_pa
     """--init-from 124M downloads as v2 does; the score equals an independent computation."""
     folder, arrays = tf_checkpoint
     with FileServer(folder.parent) as server:
-        out = v1_here("--eval-only", "--init-from", "124M", "--models-dir", tmp_path, "--base-url",
-                     server.url, "--data", text, "--context-length", "50")  # fmt: skip
+        out = v1_here(
+            "--eval-only",
+            "--init-from",
+            "124M",
+            "--models-dir",
+            tmp_path,
+            "--base-url",
+            server.url,
+            "--data",
+            text,
+            "--context-length",
+            "50",
+        )
     loss, n = score(out)
     assert "Downloading model weights for the 124M parameter model" in out.stderr
     assert (tmp_path / "gpt2" / "124M" / "mygpt.safetensors").is_file()
@@ -65,9 +76,23 @@ def test_eval_only_of_a_downloaded_size_equals_numpy(tf_checkpoint, text, tmp_pa
 
 def test_fine_tune_a_gpt2_size_then_chat_and_fine_tune_again(models_dir, text, tmp_path, v1_here):
     out_dir = tmp_path / "ft"
-    out = v1_here("--init-from", "124M", "--models-dir", models_dir, "--base-url",
-                 closed_port_url(), "--context-length", "64", "--max-steps", "4",
-                 "--save-every", "4", "--output-dir", out_dir, *SMALL_RUN)  # fmt: skip
+    out = v1_here(
+        "--init-from",
+        "124M",
+        "--models-dir",
+        models_dir,
+        "--base-url",
+        closed_port_url(),
+        "--context-length",
+        "64",
+        "--max-steps",
+        "4",
+        "--save-every",
+        "4",
+        "--output-dir",
+        out_dir,
+        *SMALL_RUN,
+    )
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     folder = models_dir / "gpt2" / "124M"
@@ -87,8 +112,9 @@ def test_fine_tune_a_gpt2_size_then_chat_and_fine_tune_again(models_dir, text, t
     ]:
         assert expected in lines
     assert [e.split(":")[0] for e in evals(out.stdout)] == [
-        "Ep 1 (Step 000000)", "Ep 1 (Step 000002)"
-    ]  # fmt: skip
+        "Ep 1 (Step 000000)",
+        "Ep 1 (Step 000002)",
+    ]
     gpt2 = load_gpt2(folder)
     weights = out_dir / "model.safetensors"
     with safe_open(str(weights), framework="pt") as f:
@@ -101,14 +127,28 @@ def test_fine_tune_a_gpt2_size_then_chat_and_fine_tune_again(models_dir, text, t
 
     # The fine-tuned file completes text in v2, and fine-tunes again (--init-from a v1 file).
     expected = complete_text(tuned, get_tokenizer(), "Every effort moves you", 6)
-    chat = run_v2("--checkpoint", weights, "--temperature", "0", "--max-new-tokens", "6",
-                  stdin="Every effort moves you\nexit\n")  # fmt: skip
+    chat = run_v2(
+        "--checkpoint",
+        weights,
+        "--temperature",
+        "0",
+        "--max-new-tokens",
+        "6",
+        stdin="Every effort moves you\nexit\n",
+    )
     assert chat.returncode == 0, chat.stderr.decode()
     assert f"MyGPT: {expected}" in chat.stdout.decode().splitlines()
     assert HEADER in chat.stdout.decode().splitlines()
 
-    again = v1_here("--init-from", out_dir / "checkpoint.pt", "--max-steps", "1",
-                   "--output-dir", tmp_path / "again", *SMALL_RUN)  # fmt: skip
+    again = v1_here(
+        "--init-from",
+        out_dir / "checkpoint.pt",
+        "--max-steps",
+        "1",
+        "--output-dir",
+        tmp_path / "again",
+        *SMALL_RUN,
+    )
     assert again.returncode == 0, again.stderr
     assert "- context_length: 64" in again.stdout.splitlines()
     assert f"Weights from: {out_dir / 'checkpoint.pt'}" in again.stdout.splitlines()
@@ -125,12 +165,16 @@ def test_fine_tune_a_gpt2_size_then_chat_and_fine_tune_again(models_dir, text, t
     ("flags", "message"),
     [
         (["--emb-dim", "32"], "--emb-dim 32, the weights have 64"),
-        (["--n-layers", "3", "--n-heads", "8"],
-         "--n-heads 8, the weights have 4; --n-layers 3, the weights have 2"),
-        (["--context-length", "256"],
-         "--context-length 256 is longer than the weights' 128 positions"),
+        (
+            ["--n-layers", "3", "--n-heads", "8"],
+            "--n-heads 8, the weights have 4; --n-layers 3, the weights have 2",
+        ),
+        (
+            ["--context-length", "256"],
+            "--context-length 256 is longer than the weights' 128 positions",
+        ),
     ],
-)  # fmt: skip
+)
 def test_shape_flags_that_contradict_the_weights(models_dir, tmp_path, flags, message, v1_here):
     folder = models_dir / "gpt2" / "124M"
     out = v1_here("--init-from", folder, *flags, "--output-dir", tmp_path)
@@ -141,8 +185,9 @@ def test_shape_flags_that_contradict_the_weights(models_dir, tmp_path, flags, me
 
 def test_contradictions_and_bad_sources_are_refused_before_any_download(tmp_path, v1_here):
     url = closed_port_url()
-    out = v1_here("--init-from", "355M", "--emb-dim", "768", "--models-dir", tmp_path,
-                 "--base-url", url)  # fmt: skip
+    out = v1_here(
+        "--init-from", "355M", "--emb-dim", "768", "--models-dir", tmp_path, "--base-url", url
+    )
     assert out.returncode == 2
     assert out.stderr == "error: --init-from 355M: --emb-dim 768, the weights have 1024\n"
     assert not list(tmp_path.iterdir())  # nothing downloaded, not even a folder
@@ -158,8 +203,17 @@ def test_contradictions_and_bad_sources_are_refused_before_any_download(tmp_path
 
     # A missing --data is refused before the weights are downloaded, training or scoring.
     for mode in ([], ["--eval-only"]):
-        no_data = v1_here("--init-from", "124M", "--models-dir", tmp_path, "--base-url", url,
-                          "--data", tmp_path / "none.txt", *mode)  # fmt: skip
+        no_data = v1_here(
+            "--init-from",
+            "124M",
+            "--models-dir",
+            tmp_path,
+            "--base-url",
+            url,
+            "--data",
+            tmp_path / "none.txt",
+            *mode,
+        )
         assert (no_data.returncode, no_data.stderr) == (
             2,
             f"error: {tmp_path}/none.txt: no such file\n",
@@ -169,8 +223,21 @@ def test_contradictions_and_bad_sources_are_refused_before_any_download(tmp_path
 
 def test_eval_only_scores_a_new_model_and_refuses_an_empty_text(tmp_path, text, v1_here):
     """Without weights it scores a fresh model of the flags' shape: near log(50257) = 10.8."""
-    loss, n = score(v1_here("--eval-only", "--data", text, "--emb-dim", "32", "--n-layers", "1",
-                           "--n-heads", "2", "--context-length", "64"))  # fmt: skip
+    loss, n = score(
+        v1_here(
+            "--eval-only",
+            "--data",
+            text,
+            "--emb-dim",
+            "32",
+            "--n-layers",
+            "1",
+            "--n-heads",
+            "2",
+            "--context-length",
+            "64",
+        )
+    )
     assert (
         abs(loss - np.log(50257)) < 0.3 and n == len(get_tokenizer().encode(text.read_text())) - 1
     )

@@ -147,8 +147,15 @@ def test_sampling_checks_its_values():
 def test_book_keyword_call_and_sampling_object_agree(tiny_model):
     idx = prompt()
     seeded = lambda: torch.Generator().manual_seed(5)  # noqa: E731
-    book = generate(tiny_model, idx, max_new_tokens=15, context_size=32, top_k=25,
-                    temperature=1.4, generator=seeded())  # fmt: skip
+    book = generate(
+        tiny_model,
+        idx,
+        max_new_tokens=15,
+        context_size=32,
+        top_k=25,
+        temperature=1.4,
+        generator=seeded(),
+    )
     s = Sampling(max_new_tokens=15, top_k=25, temperature=1.4)
     assert torch.equal(book, generate(tiny_model, idx, sampling=s, generator=seeded()))
     with pytest.raises(TypeError, match="unknown sampling option"):
@@ -171,8 +178,16 @@ def test_repetition_penalty_equals_transformers_greedy(tmp_path):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(0)
-    config = GPT2Config(vocab_size=101, n_positions=64, n_embd=32, n_layer=2, n_head=4,
-                        bos_token_id=0, eos_token_id=100, pad_token_id=100)  # fmt: skip
+    config = GPT2Config(
+        vocab_size=101,
+        n_positions=64,
+        n_embd=32,
+        n_layer=2,
+        n_head=4,
+        bos_token_id=0,
+        eos_token_id=100,
+        pad_token_id=100,
+    )
     reference = GPT2LMHeadModel(config).eval()
     with torch.no_grad():  # biases and norms are zero/one at init: make them matter
         for p in reference.parameters():
@@ -181,9 +196,14 @@ def test_repetition_penalty_equals_transformers_greedy(tmp_path):
     ours = load_gpt2(tmp_path)
     idx = prompt(length=6)
     for penalty in (1.0, 1.3, 0.8):
-        theirs = reference.generate(idx, max_new_tokens=40, do_sample=False,
-                                    repetition_penalty=penalty, attention_mask=torch.ones_like(idx),
-                                    eos_token_id=None)  # fmt: skip
+        theirs = reference.generate(
+            idx,
+            max_new_tokens=40,
+            do_sample=False,
+            repetition_penalty=penalty,
+            attention_mask=torch.ones_like(idx),
+            eos_token_id=None,
+        )
         mine = generate(ours, idx, 40, repetition_penalty=penalty)
         assert mine.tolist() == theirs.tolist(), penalty
         fast = generate(for_inference(ours), idx, 40, repetition_penalty=penalty)

@@ -24,11 +24,14 @@ from mygpt.instruct import (
 )
 
 RECORDS = [
-    {"instruction": "Rewrite the sentence in passive voice.", "input": "The cat ate the fish.",
-     "output": "The fish was eaten by the cat."},
+    {
+        "instruction": "Rewrite the sentence in passive voice.",
+        "input": "The cat ate the fish.",
+        "output": "The fish was eaten by the cat.",
+    },
     {"instruction": "What is the capital of France?", "input": "", "output": "Paris."},
     {"instruction": "Name a prime number.", "output": "Seven."},  # no "input" at all
-]  # fmt: skip
+]
 
 
 # --- the book's chapter 7 code, as published, for reference ------------------------------------
@@ -42,8 +45,9 @@ def book_format_input(entry):
     return instruction_text + input_text
 
 
-def book_custom_collate_fn(batch, pad_token_id=50256, ignore_index=-100,
-                           allowed_max_length=None, device="cpu"):  # fmt: skip
+def book_custom_collate_fn(
+    batch, pad_token_id=50256, ignore_index=-100, allowed_max_length=None, device="cpu"
+):
     batch_max_length = max(len(item) + 1 for item in batch)
     inputs_lst, targets_lst = [], []
     for item in batch:
@@ -132,18 +136,25 @@ def test_response_score_equals_numpy(model, tokenizer):
 
 def test_bad_records_are_one_line(tmp_path, monkeypatch, capsys):
     cases = {
-        "missing.json": ('[{"instruction": "a", "output": "b"}, {"instruction": "c"}]',
-                         "record 2: no text 'output'"),
+        "missing.json": (
+            '[{"instruction": "a", "output": "b"}, {"instruction": "c"}]',
+            "record 2: no text 'output'",
+        ),
         "notjson.json": ('[{"instruction": "a", "output": ', "not JSON ("),
         "empty.json": ("[]", "the corpus holds no text"),  # no "instruction": read as text
-        "lines.jsonl": ('{"instruction": "a", "output": "b"}\n{"output": "x", "instruction": 3}\n',
-                        "line 2: no text 'instruction'"),
-    }  # fmt: skip
+        "lines.jsonl": (
+            '{"instruction": "a", "output": "b"}\n{"output": "x", "instruction": 3}\n',
+            "line 2: no text 'instruction'",
+        ),
+    }
     for name, (text, message) in cases.items():
         (tmp_path / name).write_text(text)
-        done = run_in_process(ROOT / "MyGPT_v1_local-train.py",
-                              ["--data", tmp_path / name, "--output-dir", tmp_path / "out"],
-                              monkeypatch, capsys)  # fmt: skip
+        done = run_in_process(
+            ROOT / "MyGPT_v1_local-train.py",
+            ["--data", tmp_path / name, "--output-dir", tmp_path / "out"],
+            monkeypatch,
+            capsys,
+        )
         assert done.returncode == 2, done.stderr
         assert done.stderr.startswith(f"error: {tmp_path / name}: {message}"), done.stderr
         assert done.stderr.count("\n") == 1
@@ -153,15 +164,39 @@ def test_bad_records_are_one_line(tmp_path, monkeypatch, capsys):
 
 
 @pytest.mark.slow
-def test_a_model_fine_tuned_on_instructions_chats_with_its_template(tmp_path, monkeypatch,
-                                                                   capsys):  # fmt: skip
+def test_a_model_fine_tuned_on_instructions_chats_with_its_template(tmp_path, monkeypatch, capsys):
     data = tmp_path / "instructions.json"
     data.write_text(json.dumps(RECORDS * 30))
-    done = run_in_process(ROOT / "MyGPT_v1_local-train.py", [
-        "--data", data, "--emb-dim", "32", "--n-layers", "1", "--n-heads", "2",
-        "--context-length", "96", "--batch-size", "4", "--max-steps", "3", "--eval-freq", "2",
-        "--eval-iter", "1", "--sample-tokens", "4", "--mask-prompt", "--output-dir", tmp_path,
-    ], monkeypatch, capsys)  # fmt: skip
+    done = run_in_process(
+        ROOT / "MyGPT_v1_local-train.py",
+        [
+            "--data",
+            data,
+            "--emb-dim",
+            "32",
+            "--n-layers",
+            "1",
+            "--n-heads",
+            "2",
+            "--context-length",
+            "96",
+            "--batch-size",
+            "4",
+            "--max-steps",
+            "3",
+            "--eval-freq",
+            "2",
+            "--eval-iter",
+            "1",
+            "--sample-tokens",
+            "4",
+            "--mask-prompt",
+            "--output-dir",
+            tmp_path,
+        ],
+        monkeypatch,
+        capsys,
+    )
     assert done.returncode == 0, done.stderr
     sample = [line for line in done.stdout.splitlines() if line.startswith(">>> ")][-1]
     assert sample.startswith(">>> Below is an instruction that describes a task.")
@@ -171,8 +206,12 @@ def test_a_model_fine_tuned_on_instructions_chats_with_its_template(tmp_path, mo
 
     def v2(*args):
         monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"Name a prime.\n/show\n")))
-        out = run_in_process(ROOT / "MyGPT_v2_pretrained.py", ["--model", weights, "--temperature",
-                             "0", "--max-new-tokens", "4", *args], monkeypatch, capsys)  # fmt: skip
+        out = run_in_process(
+            ROOT / "MyGPT_v2_pretrained.py",
+            ["--model", weights, "--temperature", "0", "--max-new-tokens", "4", *args],
+            monkeypatch,
+            capsys,
+        )
         assert out.returncode == 0, out.stderr
         return out.stdout
 
@@ -212,20 +251,42 @@ def test_the_alpaca_template_prints_the_response_and_stops_at_hashes(tokenizer, 
 def test_an_instruction_run_resumes_bit_exactly(tmp_path, monkeypatch, capsys):
     data = tmp_path / "instructions.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in RECORDS * 30))
-    flags = ["--data", data, "--emb-dim", "32", "--n-layers", "1", "--n-heads", "2",
-             "--context-length", "96", "--batch-size", "4", "--eval-freq", "2", "--eval-iter", "2",
-             "--sample-tokens", "3"]  # fmt: skip
+    flags = [
+        "--data",
+        data,
+        "--emb-dim",
+        "32",
+        "--n-layers",
+        "1",
+        "--n-heads",
+        "2",
+        "--context-length",
+        "96",
+        "--batch-size",
+        "4",
+        "--eval-freq",
+        "2",
+        "--eval-iter",
+        "2",
+        "--sample-tokens",
+        "3",
+    ]
 
     def v1(*args):
-        done = run_in_process(ROOT / "MyGPT_v1_local-train.py", [*flags, *args], monkeypatch,
-                              capsys)  # fmt: skip
+        done = run_in_process(
+            ROOT / "MyGPT_v1_local-train.py", [*flags, *args], monkeypatch, capsys
+        )
         assert done.returncode == 0, done.stderr
         return [line for line in done.stdout.splitlines() if line.startswith("Ep ")]
 
     whole = v1("--max-steps", "6", "--output-dir", tmp_path / "whole")
     v1("--max-steps", "2", "--save-every", "2", "--output-dir", tmp_path / "part")
-    resumed = run_in_process(ROOT / "MyGPT_v1_local-train.py", ["--resume", tmp_path / "part" /
-                             "checkpoint.pt", "--max-steps", "6"], monkeypatch, capsys)  # fmt: skip
+    resumed = run_in_process(
+        ROOT / "MyGPT_v1_local-train.py",
+        ["--resume", tmp_path / "part" / "checkpoint.pt", "--max-steps", "6"],
+        monkeypatch,
+        capsys,
+    )
     assert [ln for ln in resumed.stdout.splitlines() if ln.startswith("Ep ")] == whole[1:]
 
 
@@ -245,6 +306,12 @@ def test_instruction_data_is_told_by_its_first_record(tmp_path):
     for name, text in files.items():
         (tmp_path / name).write_text(text)
     told = {name: is_instruction_file(tmp_path / name) for name in files}
-    expected = {"late-key.json": True, "spaced.json": True, "quoted.json": False,
-                "lines.jsonl": True, "text-first.jsonl": False, "broken.json": False}  # fmt: skip
+    expected = {
+        "late-key.json": True,
+        "spaced.json": True,
+        "quoted.json": False,
+        "lines.jsonl": True,
+        "text-first.jsonl": False,
+        "broken.json": False,
+    }
     assert told == expected

@@ -49,8 +49,21 @@ def llama(tool: str, *args, repack: bool | None = None) -> subprocess.CompletedP
 @pytest.mark.parametrize("prompt", PROMPTS)
 def test_llama_cpp_greedy_text_equals_mygpt(trained, tokenizer, prompt):
     model, files = trained
-    out = llama("llama-completion", "-m", files["f32"], "-p", prompt, "-n", N_NEW, "--temp", "0",
-                "-no-cnv", "--no-warmup", "--simple-io", "--verbose-prompt")  # fmt: skip
+    out = llama(
+        "llama-completion",
+        "-m",
+        files["f32"],
+        "-p",
+        prompt,
+        "-n",
+        N_NEW,
+        "--temp",
+        "0",
+        "-no-cnv",
+        "--no-warmup",
+        "--simple-io",
+        "--verbose-prompt",
+    )
     prompt_ids = [int(i) for i in re.findall(r"^\S+ I +(\d+) -> '", out.stderr, re.MULTILINE)]
     assert prompt_ids == tokenizer.encode(prompt)  # the same tokenizer inside the GGUF
     ids = generate(model, torch.tensor([prompt_ids]), N_NEW)[0].tolist()
@@ -92,14 +105,25 @@ def test_the_speed_comparison_runs_and_writes_json(tmp_path):
     """bench/compare_llamacpp.py --quick: every row measured on both sides (no thresholds)."""
     root = Path(__file__).resolve().parent.parent
     out = subprocess.run(
-        [sys.executable, str(root / "bench" / "compare_llamacpp.py"), "--quick",
-         "--json", str(tmp_path / "speed.json")],
-        capture_output=True, text=True, timeout=600, cwd=root,
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(root / "bench" / "compare_llamacpp.py"),
+            "--quick",
+            "--json",
+            str(tmp_path / "speed.json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=root,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     results = json.loads((tmp_path / "speed.json").read_text())
     assert [(r["precision"], r["gguf"]) for r in results["rows"]] == [
-        ("float32", "F32"), ("bfloat16", "BF16"), ("int8", "Q8_0")]  # fmt: skip
+        ("float32", "F32"),
+        ("bfloat16", "BF16"),
+        ("int8", "Q8_0"),
+    ]
     for row in results["rows"]:
         for side in ("llama.cpp tg", "MyGPT tg", "compiled tg", "llama.cpp pp", "MyGPT pp"):
             assert row[side] > 0, side
@@ -114,10 +138,19 @@ def test_the_speed_comparison_runs_without_repacking(tmp_path):
     root = Path(__file__).resolve().parent.parent
     env = {**os.environ, "MYGPT_LLAMACPP_NO_REPACK": "1"}
     out = subprocess.run(
-        [sys.executable, str(root / "bench" / "compare_llamacpp.py"), "--quick",
-         "--json", str(tmp_path / "speed.json")],
-        capture_output=True, text=True, timeout=600, cwd=root, env=env,
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(root / "bench" / "compare_llamacpp.py"),
+            "--quick",
+            "--json",
+            str(tmp_path / "speed.json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=root,
+        env=env,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     results = json.loads((tmp_path / "speed.json").read_text())
     assert results["llama.cpp"].endswith("repack off")

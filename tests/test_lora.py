@@ -134,8 +134,9 @@ def test_merged_model_is_base_plus_scaled_b_a(tied, base_dtype, tmp_path):
     layer = model.trf_blocks[0].att.W_query
     w = layer.linear.weight.detach().float().numpy()
     delta = 2.5 * layer.lora.B.detach().numpy() @ layer.lora.A.detach().numpy()
-    np.testing.assert_allclose(plain.trf_blocks[0].att.W_query.weight.detach().numpy(), w + delta,
-                               rtol=1e-6, atol=1e-7)  # fmt: skip
+    np.testing.assert_allclose(
+        plain.trf_blocks[0].att.W_query.weight.detach().numpy(), w + delta, rtol=1e-6, atol=1e-7
+    )
     with torch.no_grad():
         torch.testing.assert_close(plain(IDS), model(IDS), rtol=1e-5, atol=1e-5)
         loaded = load_model(save_model(plain, tmp_path / "model.safetensors"))

@@ -19,8 +19,22 @@ from mygpt.preflight import lora_parameters, n_parameters
 pytestmark = pytest.mark.slow  # starts the scripts: `pytest -m "not slow"` skips it
 
 SCRIPT = ROOT / "MyGPT_v1_local-train.py"
-RUN = ["--batch-size", "2", "--eval-freq", "2", "--eval-iter", "1", "--sample-tokens", "8",
-       "--lr", "3e-3", "--lora-rank", "4", "--lora-alpha", "8"]  # fmt: skip
+RUN = [
+    "--batch-size",
+    "2",
+    "--eval-freq",
+    "2",
+    "--eval-iter",
+    "1",
+    "--sample-tokens",
+    "8",
+    "--lr",
+    "3e-3",
+    "--lora-rank",
+    "4",
+    "--lora-alpha",
+    "8",
+]
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +49,11 @@ def run(*args, torchrun=False):
     launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     return subprocess.run(
         [sys.executable, *(launcher if torchrun else []), str(SCRIPT), *map(str, args)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def digest(path) -> str:
@@ -48,8 +65,19 @@ def four_steps(trained_model_file, text, tmp_path_factory):
     """A LoRA run of 4 steps on the pydoc model, checkpointing at 2 and at the end."""
     out = tmp_path_factory.mktemp("lora4")
     before = digest(trained_model_file)
-    done = run("--init-from", trained_model_file, "--data", text, *RUN, "--max-steps", "4",
-               "--save-every", "2", "--output-dir", out)  # fmt: skip
+    done = run(
+        "--init-from",
+        trained_model_file,
+        "--data",
+        text,
+        *RUN,
+        "--max-steps",
+        "4",
+        "--save-every",
+        "2",
+        "--output-dir",
+        out,
+    )
     assert done.returncode == 0, done.stderr
     assert digest(trained_model_file) == before  # the base file is never written
     return out, done
@@ -61,8 +89,10 @@ def test_listing_files_and_merged_weights(four_steps, trained_model_file, text):
     total = n_parameters(TRAINED, tied=False) + n_lora
     assert n_lora == 2 * 4 * (4 * 128 + 2 * 320) == 9216
     share = f"{100 * n_lora / total:.2f}"
-    expected = (f"LoRA rank 4, alpha 8 on query, key, value, out_proj, ff_in, ff_out: "
-                f"trainable 9,216 of {total:,} ({share}%)")  # fmt: skip
+    expected = (
+        f"LoRA rank 4, alpha 8 on query, key, value, out_proj, ff_in, ff_out: "
+        f"trainable 9,216 of {total:,} ({share}%)"
+    )
     assert expected in done.stdout.splitlines()
     assert "LoRA adapters saved to: " + str(out / "adapter.safetensors") in done.stdout
 
@@ -81,12 +111,24 @@ def test_listing_files_and_merged_weights(four_steps, trained_model_file, text):
 
     # The merged file is an ordinary model file: v2 chats with it, v1 scores it; the base with
     # the adapter scores the same.
-    chat = run_v2("--checkpoint", out / "model.safetensors", "--max-new-tokens", "5",
-                  stdin="Every effort moves\nexit\n")  # fmt: skip
+    chat = run_v2(
+        "--checkpoint",
+        out / "model.safetensors",
+        "--max-new-tokens",
+        "5",
+        stdin="Every effort moves\nexit\n",
+    )
     assert chat.returncode == 0 and HEADER in chat.stdout.decode(), chat.stderr
     merged_score = run("--eval-only", "--init-from", out / "model.safetensors", "--data", text)
-    adapted = run("--eval-only", "--init-from", trained_model_file, "--lora-adapter",
-                  out / "adapter.safetensors", "--data", text)  # fmt: skip
+    adapted = run(
+        "--eval-only",
+        "--init-from",
+        trained_model_file,
+        "--lora-adapter",
+        out / "adapter.safetensors",
+        "--data",
+        text,
+    )
     assert merged_score.returncode == adapted.returncode == 0, adapted.stderr
     assert merged_score.stdout.split(" over ")[0] == adapted.stdout.split(" over ")[0]
     assert merged_score.stdout.startswith("Loss ")
@@ -96,8 +138,19 @@ def test_resume_is_bit_exact_and_the_checkpoint_holds_only_adapters(
     four_steps, trained_model_file, text, tmp_path
 ):
     out, whole = four_steps
-    first = run("--init-from", trained_model_file, "--data", text, *RUN, "--max-steps", "2",
-                "--save-every", "2", "--output-dir", tmp_path)  # fmt: skip
+    first = run(
+        "--init-from",
+        trained_model_file,
+        "--data",
+        text,
+        *RUN,
+        "--max-steps",
+        "2",
+        "--save-every",
+        "2",
+        "--output-dir",
+        tmp_path,
+    )
     assert first.returncode == 0, first.stderr
     checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert set(checkpoint["model"]) == set(load_file(out / "adapter.safetensors"))
@@ -119,8 +172,18 @@ def test_resume_is_bit_exact_and_the_checkpoint_holds_only_adapters(
 def test_torchrun_resumes_a_lora_run(trained_model_file, text, tmp_path):
     """2 gloo processes x 1 window = 1 process x 2 windows, then resumed under torchrun."""
     flags = ["--init-from", trained_model_file, "--data", text, *RUN]
-    first = run(*flags, "--batch-size", "1", "--max-steps", "2", "--save-every", "2",
-                "--output-dir", tmp_path, torchrun=True)  # fmt: skip
+    first = run(
+        *flags,
+        "--batch-size",
+        "1",
+        "--max-steps",
+        "2",
+        "--save-every",
+        "2",
+        "--output-dir",
+        tmp_path,
+        torchrun=True,
+    )
     assert first.returncode == 0, first.stderr
     resumed = run("--resume", tmp_path / "checkpoint.pt", "--max-steps", "4", torchrun=True)
     assert resumed.returncode == 0, resumed.stderr
@@ -138,17 +201,31 @@ def test_torchrun_resumes_a_lora_run(trained_model_file, text, tmp_path):
 def test_user_errors_are_one_line(four_steps, trained_model_file, text, v1_here):
     out, _ = four_steps
     cases = {
-        ("--init-from", out / "model.safetensors", "--lora-adapter", out / "adapter.safetensors"):
-            "was trained on other base weights",
+        (
+            "--init-from",
+            out / "model.safetensors",
+            "--lora-adapter",
+            out / "adapter.safetensors",
+        ): "was trained on other base weights",
         ("--init-from", trained_model_file, "--lora-rank", "0"): "invalid positive integer",
-        ("--init-from", trained_model_file, "--lora-rank", "65"):
-            "--lora-rank 65: must be between 1 and the layers' width 64",
-        ("--init-from", trained_model_file, "--lora-rank", "4", "--lora-targets", "q"):
-            "--lora-targets 'q': choose from query, key, value, out_proj, ff_in, ff_out",
+        (
+            "--init-from",
+            trained_model_file,
+            "--lora-rank",
+            "65",
+        ): "--lora-rank 65: must be between 1 and the layers' width 64",
+        (
+            "--init-from",
+            trained_model_file,
+            "--lora-rank",
+            "4",
+            "--lora-targets",
+            "q",
+        ): "--lora-targets 'q': choose from query, key, value, out_proj, ff_in, ff_out",
         ("--init-from", out / "checkpoint.pt"): "a LoRA run's checkpoint holds only its adapters",
         ("--init-from", trained_model_file, "--lora-adapter", text): "not an adapter",
         ("--lora-dropout", "0.1"): "--lora-dropout applies to LoRA: add --lora-rank N",
-    }  # fmt: skip
+    }
     for args, message in cases.items():
         done = v1_here(*args, "--data", text, "--output-dir", out / "refused")
         assert done.returncode == 2, (args, done.stderr)

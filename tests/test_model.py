@@ -27,8 +27,9 @@ def test_parameter_count_of_the_v1_configuration(context_length, expected):
 @pytest.mark.parametrize("qkv_bias", [False, True])
 @pytest.mark.parametrize("tied", [False, True])
 def test_preflight_counts_the_parameters_the_model_has(qkv_bias, tied):
-    cfg = GPTConfig(vocab_size=1000, context_length=48, emb_dim=24, n_heads=3, n_layers=2,
-                    qkv_bias=qkv_bias)  # fmt: skip
+    cfg = GPTConfig(
+        vocab_size=1000, context_length=48, emb_dim=24, n_heads=3, n_layers=2, qkv_bias=qkv_bias
+    )
     model = GPTModel(cfg)
     assert n_parameters(cfg, tied) == (model.tie_weights() if tied else model).num_parameters()
 

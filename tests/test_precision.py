@@ -30,8 +30,11 @@ pytestmark = pytest.mark.slow  # trains a small model first
 def trained(tokenizer):
     """A small model trained for a minute's fraction on the-verdict: its logits mean something."""
     torch.manual_seed(0)
-    model = GPTModel(GPTConfig(context_length=64, emb_dim=64, n_heads=4, n_layers=2,
-                               drop_rate=0.0, qkv_bias=True)).tie_weights()  # fmt: skip
+    model = GPTModel(
+        GPTConfig(
+            context_length=64, emb_dim=64, n_heads=4, n_layers=2, drop_rate=0.0, qkv_bias=True
+        )
+    ).tie_weights()
     train, val = load_corpus(ROOT / "the-verdict.txt", tokenizer).windows(64, 64, 8)
     settings = TrainSettings(batch_size=8, max_steps=60, lr=3e-3, eval_freq=1000)
     optimizer = make_optimizer(model, settings.peak_lr, settings.weight_decay, "cpu")
@@ -55,10 +58,21 @@ def test_greedy_text_equals_float32(trained, tokenizer, precision):
     long = generate(fast, idx, 70)  # past the 64-token context
     assert torch.equal(long, generate(fast, idx, 70, use_cache=False))
     text = "".join(stream_text(fast, tokenizer, "I had always", Sampling(max_new_tokens=12)))
-    assert text == "".join(stream_text(trained, tokenizer, "I had always",
-                                       Sampling(max_new_tokens=12)))  # fmt: skip
-    sampled = [generate(fast, idx, 10, temperature=1.0, top_k=20, top_p=0.9,
-                        generator=torch.Generator().manual_seed(4)) for _ in range(2)]  # fmt: skip
+    assert text == "".join(
+        stream_text(trained, tokenizer, "I had always", Sampling(max_new_tokens=12))
+    )
+    sampled = [
+        generate(
+            fast,
+            idx,
+            10,
+            temperature=1.0,
+            top_k=20,
+            top_p=0.9,
+            generator=torch.Generator().manual_seed(4),
+        )
+        for _ in range(2)
+    ]
     assert torch.equal(*sampled)
 
 
@@ -97,8 +111,10 @@ def test_auto_takes_the_fastest_measured_and_remembers(trained, monkeypatch, tmp
     heard = []
     assert for_inference(trained, "auto", log=heard.append).precision == "bfloat16"
     assert timed == ["float32", "bfloat16", "int8"]
-    assert heard == [f"precision auto: bfloat16, measured tokens/s: float32 50.0, bfloat16 90.0, "
-                     f"int8 70.0 (cached in {tmp_path / AUTO_CACHE})"]  # fmt: skip
+    assert heard == [
+        f"precision auto: bfloat16, measured tokens/s: float32 50.0, bfloat16 90.0, "
+        f"int8 70.0 (cached in {tmp_path / AUTO_CACHE})"
+    ]
     cached = json.loads((tmp_path / AUTO_CACHE).read_text())
     assert cached == {shape_key(trained, CPU): {"precision": "bfloat16", "tokens_per_s": speeds}}
     speeds.update(bfloat16=10.0)  # a second use reads the cache: no timing

@@ -28,9 +28,12 @@ def hf_gpt2():
 
     s = CKPT_SHAPE
     config = GPT2Config(
-        vocab_size=s["n_vocab"], n_positions=s["n_ctx"], n_embd=s["n_embd"],
-        n_layer=s["n_layer"], n_head=s["n_head"],
-    )  # fmt: skip
+        vocab_size=s["n_vocab"],
+        n_positions=s["n_ctx"],
+        n_embd=s["n_embd"],
+        n_layer=s["n_layer"],
+        n_head=s["n_head"],
+    )
     return GPT2LMHeadModel(config).eval()
 
 
@@ -124,9 +127,11 @@ def test_failure_names_the_file_and_hosts_and_leaves_nothing_loadable(tf_checkpo
     with FileServer(root, faults) as server:
         with pytest.raises(DownloadError) as err:
             download_gpt2(
-                "124M", tmp_path / "models", base_url=server.url,
+                "124M",
+                tmp_path / "models",
+                base_url=server.url,
                 retry=RetryPolicy(attempts=1, backoff_s=0.01),
-            )  # fmt: skip
+            )
         message = str(err.value)
         assert message.startswith(f"could not download {DATA} (tried 127.0.0.1:")
         assert "--base-url" in message and "\n" not in message

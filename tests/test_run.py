@@ -16,9 +16,26 @@ from mygpt.run import DataSettings, ModelSettings, OutputSettings, parts
 from mygpt.train import TrainSettings
 
 V1 = ROOT / "MyGPT_v1_local-train.py"
-TINY = ["--emb-dim", "32", "--n-layers", "1", "--n-heads", "2", "--context-length", "32",
-        "--batch-size", "4", "--eval-freq", "2", "--eval-iter", "1", "--sample-tokens", "3",
-        "--lr", "1e-3"]  # fmt: skip
+TINY = [
+    "--emb-dim",
+    "32",
+    "--n-layers",
+    "1",
+    "--n-heads",
+    "2",
+    "--context-length",
+    "32",
+    "--batch-size",
+    "4",
+    "--eval-freq",
+    "2",
+    "--eval-iter",
+    "1",
+    "--sample-tokens",
+    "3",
+    "--lr",
+    "1e-3",
+]
 # Every flag of MyGPT_v1_local-train.py before RunConfig (commit 2dbe5e9), in --help's order.
 FLAGS_BEFORE = [
     "--data",
@@ -81,8 +98,9 @@ def test_fine_tuning_takes_the_weights_shape_and_the_books_rates():
         weights, context_length=128, drop_rate=0.0
     )
     assert resolved.train.lr == 5e-5
-    given = RunConfig(model=ModelSettings(init_from="w", drop_rate=0.2),
-                      train=TrainSettings(lr=1e-4)).resolve(weights)  # fmt: skip
+    given = RunConfig(
+        model=ModelSettings(init_from="w", drop_rate=0.2), train=TrainSettings(lr=1e-4)
+    ).resolve(weights)
     assert (given.model.drop_rate, given.train.lr) == (0.2, 1e-4)
     with pytest.raises(UserError, match=r"^--init-from w: --emb-dim 32, the weights have 64$"):
         RunConfig(model=ModelSettings(init_from="w", emb_dim=32)).resolve(weights)
@@ -95,12 +113,16 @@ def test_fine_tuning_takes_the_weights_shape_and_the_books_rates():
         (lambda: TrainSettings(lr=-1.0), "--lr must be positive, got -1.0"),
         (lambda: TrainSettings(batch_size=0), "--batch-size must be at least 1, got 0"),
         (lambda: OutputSettings(save_every=-2), "--save-every must be >= 0, got -2"),
-        (lambda: RunConfig(model=ModelSettings(emb_dim=30)).resolve(),
-         "--emb-dim 30 must be divisible by --n-heads 12"),
-        (lambda: RunConfig(model=ModelSettings(drop_rate=1.0)).resolve(),
-         "--drop-rate must be in [0, 1), got 1.0"),
+        (
+            lambda: RunConfig(model=ModelSettings(emb_dim=30)).resolve(),
+            "--emb-dim 30 must be divisible by --n-heads 12",
+        ),
+        (
+            lambda: RunConfig(model=ModelSettings(drop_rate=1.0)).resolve(),
+            "--drop-rate must be in [0, 1), got 1.0",
+        ),
     ],
-)  # fmt: skip
+)
 def test_a_bad_value_is_one_user_error_naming_the_flag(make, message):
     with pytest.raises(UserError) as error:
         make()
@@ -108,8 +130,9 @@ def test_a_bad_value_is_one_user_error_naming_the_flag(make, message):
 
 
 def test_the_command_line_is_every_field_and_the_same_flags_as_before(monkeypatch, capsys):
-    fields = [f.name for prefix, cls in parts() for f in dataclasses.fields(cls)
-              if "flag" in f.metadata]  # fmt: skip
+    fields = [
+        f.name for prefix, cls in parts() for f in dataclasses.fields(cls) if "flag" in f.metadata
+    ]
     flags = sorted("--" + f.replace("_", "-") for f in fields)
     assert set(FLAGS_BEFORE) <= set(flags) and len(set(flags)) == len(flags)
     out = run_in_process(V1, ["--help"], monkeypatch, capsys)
@@ -141,8 +164,9 @@ def test_train_run_from_python_returns_the_model_and_its_losses(tmp_path, capsys
     printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("Ep ")]
     state = result.state
     losses = zip((0, 2), state.train_losses, state.val_losses, strict=True)
-    assert printed == [f"Ep 1 (Step {s:06d}): Train loss {t:.3f}, Val loss {v:.3f}"
-                       for s, t, v in losses]  # fmt: skip
+    assert printed == [
+        f"Ep 1 (Step {s:06d}): Train loss {t:.3f}, Val loss {v:.3f}" for s, t, v in losses
+    ]
     assert result.state.step == 4 and not result.interrupted
     assert result.config.train.lr == 4e-4 and result.model.cfg.emb_dim == 32
     assert (tmp_path / "model.safetensors").is_file()
@@ -185,14 +209,20 @@ def test_v2_model_takes_what_init_from_takes(tmp_path, monkeypatch, capsys, tf_c
     from mygpt import GPTModel, save_model
 
     torch.manual_seed(0)
-    save_model(GPTModel(GPTConfig(context_length=32, emb_dim=32, n_heads=2, n_layers=1)),
-               tmp_path / "m.safetensors")  # fmt: skip
+    save_model(
+        GPTModel(GPTConfig(context_length=32, emb_dim=32, n_heads=2, n_layers=1)),
+        tmp_path / "m.safetensors",
+    )
     folder = tf_checkpoint[0]
 
     def v2(*args):
         monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"Hello\nexit\n")))
-        done = run_in_process(ROOT / "MyGPT_v2_pretrained.py", [*args, "--temperature", "0",
-                              "--max-new-tokens", "5"], monkeypatch, capsys)  # fmt: skip
+        done = run_in_process(
+            ROOT / "MyGPT_v2_pretrained.py",
+            [*args, "--temperature", "0", "--max-new-tokens", "5"],
+            monkeypatch,
+            capsys,
+        )
         assert done.returncode == 0, done.stderr
         return done.stdout
 

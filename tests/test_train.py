@@ -41,8 +41,9 @@ def make_trainer(corpus, settings, cfg=CFG, seed=123, **kwargs):
     return Trainer(model, optimizer, train, val, settings, torch.device("cpu"), **kwargs)
 
 
-def book_train_model_simple(model, train_loader, val_loader, optimizer, num_epochs, eval_freq,
-                            eval_iter):  # fmt: skip
+def book_train_model_simple(
+    model, train_loader, val_loader, optimizer, num_epochs, eval_freq, eval_iter
+):
     """The book's loop (chapter 5), written independently of mygpt.train, as the reference."""
     train_losses, val_losses, global_step = [], [], -1
     for _ in range(num_epochs):
@@ -92,8 +93,9 @@ def test_gradient_accumulation_matches_a_larger_batch(corpus):
     cfg = GPTConfig(context_length=32, emb_dim=32, n_heads=4, n_layers=2, drop_rate=0.0)
     runs = []
     for batch_size, accum in [(4, 1), (2, 2), (1, 4)]:
-        settings = TrainSettings(batch_size=batch_size, grad_accum=accum, max_steps=6,
-                                 eval_freq=2, eval_iter=1, lr=1e-3)  # fmt: skip
+        settings = TrainSettings(
+            batch_size=batch_size, grad_accum=accum, max_steps=6, eval_freq=2, eval_iter=1, lr=1e-3
+        )
         trainer = make_trainer(corpus, settings, cfg)
         trainer.run()
         runs.append(trainer)
@@ -106,8 +108,15 @@ def test_gradient_accumulation_matches_a_larger_batch(corpus):
 @pytest.mark.slow
 def test_resume_continues_exactly(corpus):
     """Stopped after step 5, saved, restored into a new model: the rest is the same run."""
-    settings = TrainSettings(batch_size=4, max_steps=14, eval_freq=2, eval_iter=2,
-                             warmup_steps=3, lr_decay="cosine", grad_clip=1.0)  # fmt: skip
+    settings = TrainSettings(
+        batch_size=4,
+        max_steps=14,
+        eval_freq=2,
+        eval_iter=2,
+        warmup_steps=3,
+        lr_decay="cosine",
+        grad_clip=1.0,
+    )
     whole = make_trainer(corpus, settings)
     assert whole.run()
 
@@ -219,9 +228,7 @@ def test_train_model_is_the_books_loop(corpus, tokenizer, capsys):
         model = GPTModel(CFG)
         optimizer = make_optimizer(model, 2e-3, 0.1, "cpu")
         loaders = [
-            DataLoader(
-                GPTDataset(tokens, 32, 32), batch_size=4, shuffle=shuffle, drop_last=shuffle
-            )  # fmt: skip
+            DataLoader(GPTDataset(tokens, 32, 32), batch_size=4, shuffle=shuffle, drop_last=shuffle)
             for tokens, shuffle in ((corpus.train, True), (corpus.val, False))
         ]
         return loop(model, *loaders, optimizer), model
@@ -236,12 +243,17 @@ def test_train_model_is_the_books_loop(corpus, tokenizer, capsys):
     for a, b in zip(model.parameters(), reference.parameters(), strict=True):
         assert torch.equal(a, b)
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == f"Ep 1 (Step 000000): Train loss {train_losses[0]:.3f}, Val loss " \
-        f"{val_losses[0]:.3f}"  # fmt: skip
+    assert (
+        lines[0] == f"Ep 1 (Step 000000): Train loss {train_losses[0]:.3f}, Val loss "
+        f"{val_losses[0]:.3f}"
+    )
     assert [line[:18] for line in lines if line.startswith("Ep")] == [
-        "Ep 1 (Step 000000)", "Ep 1 (Step 000003)", "Ep 1 (Step 000006)",
-        "Ep 2 (Step 000009)", "Ep 2 (Step 000012)",
-    ]  # fmt: skip
+        "Ep 1 (Step 000000)",
+        "Ep 1 (Step 000003)",
+        "Ep 1 (Step 000006)",
+        "Ep 2 (Step 000009)",
+        "Ep 2 (Step 000012)",
+    ]
     samples = [line for line in lines if line.startswith(">>> ")]
     assert len(samples) == 2 and samples[1] == sample_line(model, tokenizer, "Every effort")
 

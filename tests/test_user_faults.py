@@ -23,9 +23,26 @@ from mygpt.outputs import LOCK_FILE
 from mygpt.train import Trainer
 
 V1, V2 = ROOT / "MyGPT_v1_local-train.py", ROOT / "MyGPT_v2_pretrained.py"
-TINY = ["--emb-dim", "32", "--n-layers", "2", "--n-heads", "2", "--context-length", "32",
-        "--batch-size", "4", "--eval-freq", "5", "--eval-iter", "1", "--sample-tokens", "3",
-        "--epochs", "1"]  # fmt: skip
+TINY = [
+    "--emb-dim",
+    "32",
+    "--n-layers",
+    "2",
+    "--n-heads",
+    "2",
+    "--context-length",
+    "32",
+    "--batch-size",
+    "4",
+    "--eval-freq",
+    "5",
+    "--eval-iter",
+    "1",
+    "--sample-tokens",
+    "3",
+    "--epochs",
+    "1",
+]
 
 
 @pytest.fixture
@@ -65,8 +82,9 @@ def test_divergence_stops_the_run_and_keeps_the_good_files(run, tmp_path):
     assert run(V1, *TINY, "--max-steps", "4", "--output-dir", out).returncode == 0
     good = (out / "model.safetensors").read_bytes()
 
-    done = run(V1, *TINY, "--max-steps", "15", "--lr", "1000", "--save-every", "2",
-               "--output-dir", out)  # fmt: skip
+    done = run(
+        V1, *TINY, "--max-steps", "15", "--lr", "1000", "--save-every", "2", "--output-dir", out
+    )
     assert done.returncode == 1
     assert done.stderr.endswith(
         "error: the training loss is nan at step 3: lower --lr or set --grad-clip "
@@ -77,12 +95,24 @@ def test_divergence_stops_the_run_and_keeps_the_good_files(run, tmp_path):
     assert (out / "model.safetensors").read_bytes() == good
     assert torch.load(out / "checkpoint.pt", weights_only=True)["state"]["step"] == 2
     assert all_finite(out)
-    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "loss-plot.png",
-                                                     "model.safetensors"]  # fmt: skip
+    assert sorted(p.name for p in out.iterdir()) == [
+        "checkpoint.pt",
+        "loss-plot.png",
+        "model.safetensors",
+    ]
 
     # Asked to go on: the non-finite steps are skipped, named, and nothing non-finite is saved.
-    skip = run(V1, *TINY, "--max-steps", "8", "--lr", "1000", "--allow-nonfinite",
-               "--output-dir", tmp_path / "skip")  # fmt: skip
+    skip = run(
+        V1,
+        *TINY,
+        "--max-steps",
+        "8",
+        "--lr",
+        "1000",
+        "--allow-nonfinite",
+        "--output-dir",
+        tmp_path / "skip",
+    )
     assert skip.returncode == 0, skip.stderr
     assert "warning: step 3 skipped: its loss or gradient norm is not finite" in skip.stderr
     assert all_finite(tmp_path / "skip")
@@ -136,18 +166,27 @@ def test_a_second_run_into_the_same_folder_is_refused(run, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from pathlib import Path; "
-         "from mygpt.outputs import claim_output_dir\n"
-         "with claim_output_dir(Path(sys.argv[1])):\n print('held', flush=True); time.sleep(120)",
-         str(out)],
-        stdout=subprocess.PIPE, text=True, cwd=ROOT,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; "
+            "from mygpt.outputs import claim_output_dir\n"
+            "with claim_output_dir(Path(sys.argv[1])):\n"
+            " print('held', flush=True); time.sleep(120)",
+            str(out),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
     try:
         assert holder.stdout.readline() == "held\n"
         done = run(V1, *TINY, "--max-steps", "2", "--output-dir", out)
         assert (done.returncode, done.stdout) == (2, "")
-        assert done.stderr == f"error: --output-dir {out} is in use by another run " \
-            f"(pid {holder.pid})\n"  # fmt: skip
+        assert (
+            done.stderr == f"error: --output-dir {out} is in use by another run "
+            f"(pid {holder.pid})\n"
+        )
         assert sorted(p.name for p in out.iterdir()) == [LOCK_FILE]
         # Scoring writes nothing, so it takes no lock and runs beside the holder.
         model = tmp_path / "m.safetensors"
@@ -202,8 +241,10 @@ def test_read_only_data_tokenizes_into_the_cache(tmp_path, tokenizer, monkeypatc
     lines = []
     corpus = load_corpus(data, tokenizer, memmap=True, log=lines.append)
     assert corpus.token_file.parent == tmp_path / "cache" / "tokens"
-    assert lines[0] == "Cannot write the token file beside the data (Read-only file system): " \
-        "using the cache"  # fmt: skip
+    assert (
+        lines[0] == "Cannot write the token file beside the data (Read-only file system): "
+        "using the cache"
+    )
     assert lines[1].endswith(f": {corpus.token_file}")
     ids = tokenizer.encode(data.read_text())
     assert np.concatenate([corpus.train, corpus.val]).tolist() == ids

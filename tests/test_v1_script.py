@@ -14,8 +14,22 @@ from mygpt import load_model
 pytestmark = pytest.mark.slow  # starts scripts or TensorFlow: `pytest -m "not slow"` skips it
 
 SCRIPT = ROOT / "MyGPT_v1_local-train.py"
-TINY_FLAGS = ["--emb-dim", "32", "--n-layers", "2", "--n-heads", "2", "--context-length", "128",
-              "--batch-size", "4", "--eval-freq", "3", "--sample-tokens", "10"]  # fmt: skip
+TINY_FLAGS = [
+    "--emb-dim",
+    "32",
+    "--n-layers",
+    "2",
+    "--n-heads",
+    "2",
+    "--context-length",
+    "128",
+    "--batch-size",
+    "4",
+    "--eval-freq",
+    "3",
+    "--sample-tokens",
+    "10",
+]
 # Without dropout, N processes and one process see the same numbers (dropout masks differ).
 DETERMINISTIC = [*TINY_FLAGS, "--drop-rate", "0"]
 
@@ -23,8 +37,11 @@ DETERMINISTIC = [*TINY_FLAGS, "--drop-rate", "0"]
 def run(*args, cwd=ROOT, timeout=300):
     return subprocess.run(
         [sys.executable, str(SCRIPT), *map(str, args)],
-        cwd=cwd, capture_output=True, text=True, timeout=timeout,
-    )  # fmt: skip
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -115,9 +132,12 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_continues_the_run(two_epochs, tmp_
     """Interrupted early, then resumed: the rest of the output is the uninterrupted run's."""
     proc = subprocess.Popen(
         [sys.executable, str(SCRIPT), "--epochs", "2", "--output-dir", tmp_path, *DETERMINISTIC],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         preexec_fn=default_sigint,
-    )  # fmt: skip
+    )
     try:
         for line in proc.stdout:
             if line.startswith("Ep 1 (Step 000000)"):  # training, past the first step
@@ -162,13 +182,34 @@ def test_two_gloo_processes_follow_one_process(two_epochs, tmp_path):
 
     def torchrun(*args):
         return subprocess.run(
-            [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-             str(SCRIPT), *map(str, args)],
-            cwd=ROOT, capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--standalone",
+                "--nproc_per_node=2",
+                str(SCRIPT),
+                *map(str, args),
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
 
-    first = torchrun(*DETERMINISTIC, "--batch-size", "2", "--epochs", "2", "--max-steps", "4",
-                     "--save-every", "4", "--output-dir", tmp_path)  # fmt: skip
+    first = torchrun(
+        *DETERMINISTIC,
+        "--batch-size",
+        "2",
+        "--epochs",
+        "2",
+        "--max-steps",
+        "4",
+        "--save-every",
+        "4",
+        "--output-dir",
+        tmp_path,
+    )
     assert first.returncode == 0, first.stderr
     assert first.stdout.count("UNTRAINED GPT MODEL") == 1  # only rank 0 prints
     assert "parameters, on cpu, 2 processes)" in first.stdout

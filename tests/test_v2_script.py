@@ -36,8 +36,10 @@ def run(*args, stdin="", timeout=300):
     return subprocess.run(
         [sys.executable, str(SCRIPT), *map(str, args)],
         input=stdin.encode() if isinstance(stdin, str) else stdin,
-        capture_output=True, timeout=timeout, cwd=ROOT,
-    )  # fmt: skip
+        capture_output=True,
+        timeout=timeout,
+        cwd=ROOT,
+    )
 
 
 def closed_port_url():
@@ -49,8 +51,15 @@ def closed_port_url():
 def test_first_and_second_run(tf_checkpoint, tmp_path):
     folder, _ = tf_checkpoint
     with FileServer(folder.parent) as server:
-        first = run("--models-dir", tmp_path, "--base-url", server.url, "--temperature", "0",
-                    stdin="Every effort moves you\nexit\n")  # fmt: skip
+        first = run(
+            "--models-dir",
+            tmp_path,
+            "--base-url",
+            server.url,
+            "--temperature",
+            "0",
+            stdin="Every effort moves you\nexit\n",
+        )
     out = first.stdout.decode().splitlines()
     assert first.returncode == 0, first.stderr.decode()
     assert out[:6] == [
@@ -67,8 +76,15 @@ def test_first_and_second_run(tf_checkpoint, tmp_path):
     assert "model.ckpt.data-00000-of-00001: 100%" in first.stderr.decode()  # the progress bars
 
     # The server is gone: the second run finds everything on disk and downloads nothing.
-    second = run("--models-dir", tmp_path, "--base-url", closed_port_url(), "--temperature", "0",
-                 stdin="Every effort moves you\n")  # fmt: skip
+    second = run(
+        "--models-dir",
+        tmp_path,
+        "--base-url",
+        closed_port_url(),
+        "--temperature",
+        "0",
+        stdin="Every effort moves you\n",
+    )
     assert second.returncode == 0, second.stderr.decode()
     assert second.stdout.decode().splitlines()[3:] == [
         "",
@@ -86,8 +102,17 @@ def test_awkward_input(models_dir):
         + long_prompt.encode()
         + b"\n\xff\xfe broken \xc3 bytes\nQuIT\nnot read\n"
     )
-    out = run("--models-dir", models_dir, "--base-url", closed_port_url(), "--seed", "3",
-              "--max-new-tokens", "5", stdin=stdin)  # fmt: skip
+    out = run(
+        "--models-dir",
+        models_dir,
+        "--base-url",
+        closed_port_url(),
+        "--seed",
+        "3",
+        "--max-new-tokens",
+        "5",
+        stdin=stdin,
+    )
     assert out.returncode == 0 and b"Traceback" not in out.stderr, out.stderr.decode()
     lines = out.stdout.decode().splitlines()
     answers = [line for line in lines if line.startswith("MyGPT: ") and line != HEADER]
@@ -112,9 +137,12 @@ def test_ctrl_c_at_the_prompt_ends_cleanly(models_dir):
     args = ["--models-dir", str(models_dir), "--base-url", closed_port_url()]
     proc = subprocess.Popen(
         [sys.executable, str(SCRIPT), *args],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         preexec_fn=default_sigint,
-    )  # fmt: skip
+    )
     try:
         for line in proc.stdout:  # wait for the chat to start (ends early if the script fails)
             if line.strip() == HEADER:
@@ -129,8 +157,9 @@ def test_ctrl_c_at_the_prompt_ends_cleanly(models_dir):
 def test_checkpoint_dir_loads_a_local_folder(models_dir, tmp_path):
     local = tmp_path / "my-gpt2"
     shutil.copytree(models_dir / "gpt2" / "124M", local)
-    out = run("--checkpoint-dir", local, "--temperature", "0", "--max-new-tokens", "3",
-              stdin="Hi\n")  # fmt: skip
+    out = run(
+        "--checkpoint-dir", local, "--temperature", "0", "--max-new-tokens", "3", stdin="Hi\n"
+    )
     assert out.returncode == 0 and "Downloading" not in out.stdout.decode()
     assert "MyGPT: Hi" in out.stdout.decode()
 
@@ -145,8 +174,14 @@ def test_user_errors_are_one_line(tmp_path):
 
     missing = run("--checkpoint-dir", tmp_path / "nowhere")
     assert missing.returncode == 2
-    assert missing.stderr.decode().strip().endswith("not a GPT-2 checkpoint folder "
-        "(missing hparams.json, model.ckpt.index, model.ckpt.data-00000-of-00001)")  # fmt: skip
+    assert (
+        missing.stderr.decode()
+        .strip()
+        .endswith(
+            "not a GPT-2 checkpoint folder "
+            "(missing hparams.json, model.ckpt.index, model.ckpt.data-00000-of-00001)"
+        )
+    )
 
     bad_size = run("--model-size", "7B")
     assert bad_size.returncode == 2 and "invalid choice: '7B'" in bad_size.stderr.decode()
@@ -168,8 +203,15 @@ def test_completes_with_a_model_trained_by_v1(tmp_path, tokenizer):
     expected = complete_text(model, tokenizer, "Every effort moves you", 12)
 
     for name in ("model.safetensors", "checkpoint.pt"):
-        out = run("--checkpoint", tmp_path / name, "--temperature", "0", "--max-new-tokens", "12",
-                  stdin="Every effort moves you\nexit\n")  # fmt: skip
+        out = run(
+            "--checkpoint",
+            tmp_path / name,
+            "--temperature",
+            "0",
+            "--max-new-tokens",
+            "12",
+            stdin="Every effort moves you\nexit\n",
+        )
         assert out.returncode == 0, out.stderr.decode()
         assert out.stdout.decode().splitlines()[3:] == [
             "",

@@ -235,10 +235,15 @@ def _transfer(url: str, part: Path, known_size: int | None, timeout: float) -> N
         with (
             open(part, "ab" if have else "wb") as f,
             tqdm(
-                total=total, initial=have, unit="B", unit_scale=True, unit_divisor=1024,
-                desc=part.name.removesuffix(".part"), leave=True,
+                total=total,
+                initial=have,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                desc=part.name.removesuffix(".part"),
+                leave=True,
             ) as bar,
-        ):  # fmt: skip
+        ):
             while chunk := response.read(CHUNK):
                 f.write(chunk)
                 bar.update(len(chunk))

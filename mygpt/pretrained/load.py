@@ -125,8 +125,15 @@ def _config(hparams: dict) -> GPTConfig:
     vocab, ctx, embd, head, layer = (hparams[key] for key in keys)
     if embd % head:
         raise ValueError(f"n_embd {embd} is not divisible by n_head {head}")
-    return GPTConfig(vocab_size=vocab, context_length=ctx, emb_dim=embd, n_heads=head,
-                     n_layers=layer, drop_rate=0.0, qkv_bias=True)  # fmt: skip
+    return GPTConfig(
+        vocab_size=vocab,
+        context_length=ctx,
+        emb_dim=embd,
+        n_heads=head,
+        n_layers=layer,
+        drop_rate=0.0,
+        qkv_bias=True,
+    )
 
 
 class Variables:
@@ -253,9 +260,11 @@ def gpt2_from_params(
         h, b = f"h{i}/", f"trf_blocks.{i}."
         qkv_w, qkv_b = take(h + "attn/c_attn/w", (d, 3 * d)), take(h + "attn/c_attn/b", (3 * d,))
         for name, w, bias in zip(
-            ("W_query", "W_key", "W_value"), np.split(qkv_w, 3, axis=1), np.split(qkv_b, 3),
+            ("W_query", "W_key", "W_value"),
+            np.split(qkv_w, 3, axis=1),
+            np.split(qkv_b, 3),
             strict=True,
-        ):  # fmt: skip
+        ):
             state[b + f"att.{name}.weight"] = tensor(w.T, linear_dtype)
             state[b + f"att.{name}.bias"] = tensor(bias)
         for ours, theirs, n_in, n_out in (
