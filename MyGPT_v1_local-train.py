@@ -1,49 +1,11 @@
 """Train a GPT-2 124M-shape model from scratch on the-verdict.txt and print samples as it learns.
 
-Also trains on your own text (a file or a folder of .txt files), by epochs or steps, resumes
-from checkpoints, and runs on several GPUs or CPU processes under torchrun.
+The seed's first script, kept as it was: the same flags, output and exit codes as `mygpt train`
+(mygpt/cli/train.py), where the program lives.
 """
 
-from __future__ import annotations
-
-import argparse
-
-from mygpt.checkpoint import load_checkpoint
-from mygpt.cli import HelpFormatter, add_settings, given_flags, run_main
-from mygpt.run import GROUPS, RunConfig, parts, refuse_ignored_flags
-from mygpt.runner import eval_run, saved_config, train_run
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """Every flag comes from a RunConfig field: its default, check and help live there."""
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    groups = {title: p.add_argument_group(title, text) for title, text in GROUPS.items()}
-    for prefix, settings in parts():
-        add_settings(p, settings, prefix, groups)
-    return p
-
-
-def parse_args(argv: list[str] | None = None) -> tuple[RunConfig, dict | None]:
-    """The run's configuration: the defaults, or --resume's saved run, with the flags given
-    on the command line applied over them; and --resume's checkpoint."""
-    given = given_flags(build_parser().parse_args(argv))
-    resume = given.get("outputs.resume")
-    if resume is None:
-        refuse_ignored_flags(given, None)
-        return RunConfig().with_flags(given), None
-    checkpoint = load_checkpoint(resume)
-    saved = saved_config(checkpoint, resume)
-    refuse_ignored_flags(given, saved)
-    return saved.with_flags(given), checkpoint
-
-
-def main() -> int:
-    config, checkpoint = parse_args()
-    if config.eval_only:
-        eval_run(config, checkpoint)
-        return 0
-    return train_run(config, checkpoint).exit_code
-
+from mygpt.cli.common import run_main
+from mygpt.cli.train import main
 
 if __name__ == "__main__":
     run_main(main)

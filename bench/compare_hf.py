@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from mygpt import GPTConfig, GPTModel, for_inference, generate, make_optimizer  # noqa: E402
 from mygpt.devices import make_autocast  # noqa: E402
-from mygpt.pretrained.load import _hf_params, gpt2_from_params  # noqa: E402
+from mygpt.io.gpt2.convert import _hf_params, gpt2_from_params  # noqa: E402
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ import llamacpp  # noqa: E402 (bench/ is not a package)
 
 from mygpt import GPTConfig, GPTModel, export_gguf, for_inference, generate, gpt2_config  # noqa: E402
 from mygpt.devices import cpu_identity  # noqa: E402
-from mygpt.fast import compile_for_generation  # noqa: E402
+from mygpt.inference.fast import compile_for_generation  # noqa: E402
 
 PAIRS = {"float32": "f32", "bfloat16": "bf16", "int8": "q8_0"}  # MyGPT's precision: GGUF's
 QUICK = GPTConfig(context_length=1024, emb_dim=128, n_heads=4, n_layers=2, qkv_bias=True)

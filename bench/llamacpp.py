@@ -19,7 +19,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from mygpt.files import cache_dir
+from mygpt.io.files import cache_dir
 
 VERSION = "0.3.36"  # llama-cpp-python; its vendored llama.cpp is what the tests run against
 TOOLS = ("llama-bench", "llama-completion", "llama-perplexity")

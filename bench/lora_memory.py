@@ -32,7 +32,7 @@ from pydoc_text import pydoc_text  # noqa: E402
 
 from mygpt.config import GPT2_SIZES  # noqa: E402
 from mygpt.devices import cpu_identity  # noqa: E402
-from mygpt.files import cache_dir  # noqa: E402
+from mygpt.io.files import cache_dir  # noqa: E402
 
 COMMON = [
     "--context-length",

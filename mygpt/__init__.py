@@ -1,12 +1,20 @@
 """MyGPT: GPT-2 from scratch in PyTorch."""
 
-from .checkpoint import load_checkpoint, load_model, load_trained_model, save_checkpoint, save_model
-from .config import GPT2_SIZES, GPTConfig, gpt2_config
-from .corpus import Corpus, load_corpus, load_tokens
-from .data import GPTDataset, TokenWindows, WindowOrder, create_dataloader, read_text, split_text
-from .errors import DataError, UserError
-from .evaluate import TextScore, score_tokens
-from .generate import (
+from mygpt.book import calc_loss_batch, calc_loss_loader, evaluate_model, train_model
+from mygpt.config import GPT2_SIZES, GPTConfig, gpt2_config
+from mygpt.data.corpus import Corpus, load_corpus, load_tokens
+from mygpt.data.windows import (
+    GPTDataset,
+    TokenWindows,
+    WindowOrder,
+    create_dataloader,
+    read_text,
+    split_text,
+)
+from mygpt.devices import DeviceSettings
+from mygpt.errors import DataError, UserError
+from mygpt.evaluation.score import TextScore, score_tokens
+from mygpt.inference.generate import (
     Sampling,
     complete_text,
     generate,
@@ -15,86 +23,59 @@ from .generate import (
     sample_next_token,
     stream_text,
 )
-from .model import GPTModel, KVCache
-from .precision import for_inference
-from .pretrained import DownloadError, download_gpt2, load_gpt2
-from .run import RunConfig
-from .runner import TrainResult, eval_run, train_run
-from .tokenizer import get_tokenizer, text_to_token_ids, token_ids_to_text
-from .train import (
+from mygpt.inference.precision import for_inference
+from mygpt.io.gpt2 import DownloadError, download_gpt2, load_gpt2
+from mygpt.io.load import DownloadSettings, gpt2_folder, load_weights, reshaped
+from mygpt.io.model_files import (
+    load_checkpoint,
+    load_model,
+    load_trained_model,
+    save_checkpoint,
+    save_model,
+)
+from mygpt.model import GPTModel, KVCache
+from mygpt.tokenizer import get_tokenizer, text_to_token_ids, token_ids_to_text
+from mygpt.training.lora import LoRASettings
+from mygpt.training.run_config import DataSettings, ModelSettings, OutputSettings, RunConfig
+from mygpt.training.runner import TrainResult, eval_run, train_run
+from mygpt.training.trainer import (
     Trainer,
     TrainSettings,
     TrainState,
-    calc_loss_batch,
-    calc_loss_loader,
-    evaluate_model,
     lr_at,
     make_optimizer,
-    train_model,
     unwrap,
     wrap_for_training,
 )
-from .weights import DownloadSettings, gpt2_folder, load_weights, reshaped
 
+# What a notebook needs. The book's functions (GPTDataset, create_dataloader, calc_loss_batch,
+# calc_loss_loader, train_model, evaluate_model) import from here too, as do the names earlier
+# releases exported (load_weights, Trainer, ...): kept, and left out of __all__.
 __all__ = [
-    "GPT2_SIZES",
-    "Corpus",
     "DataError",
-    "DownloadError",
-    "DownloadSettings",
+    "DataSettings",
+    "DeviceSettings",
     "GPTConfig",
-    "GPTDataset",
     "GPTModel",
-    "KVCache",
+    "LoRASettings",
+    "ModelSettings",
+    "OutputSettings",
     "RunConfig",
     "Sampling",
-    "TextScore",
-    "TokenWindows",
-    "TrainResult",
     "TrainSettings",
-    "TrainState",
-    "Trainer",
     "UserError",
-    "WindowOrder",
-    "calc_loss_batch",
-    "calc_loss_loader",
     "complete_text",
-    "create_dataloader",
-    "download_gpt2",
     "eval_run",
-    "evaluate_model",
-    "export_gguf",
-    "export_hf",
     "for_inference",
     "generate",
-    "generate_stream",
     "get_tokenizer",
     "gpt2_config",
-    "gpt2_folder",
-    "load_checkpoint",
-    "load_corpus",
-    "load_gpt2",
     "load_model",
-    "load_tokens",
-    "load_trained_model",
-    "load_weights",
-    "lr_at",
-    "make_optimizer",
-    "penalize_repetition",
-    "read_text",
-    "reshaped",
-    "sample_next_token",
-    "save_checkpoint",
     "save_model",
-    "score_tokens",
-    "split_text",
     "stream_text",
     "text_to_token_ids",
     "token_ids_to_text",
-    "train_model",
     "train_run",
-    "unwrap",
-    "wrap_for_training",
 ]
 
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-from .errors import UserError
-from .settings import setting
+from mygpt.cli.settings import setting
+from mygpt.errors import UserError
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 DTYPE_CHOICES = ("float32", "bfloat16", "auto")

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from .config import GPTConfig
+from mygpt.config import GPTConfig
 
 
 class LayerNorm(nn.Module):

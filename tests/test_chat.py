@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mygpt import GPTConfig, GPTModel, Sampling, complete_text, stream_text
-from mygpt.chat import ChatSettings, apply_setting, chat, prompts
+from mygpt.inference.chat import ChatSettings, apply_setting, chat, prompts
 from mygpt.tokenizer import ENDOFTEXT_ID
 
 
@@ -30,7 +30,9 @@ def test_stream_equals_greedy_completion(tokenizer):
 
 def test_special_token_text_is_plain_text(tokenizer, monkeypatch):
     seen = []
-    generate_module = importlib.import_module("mygpt.generate")  # `mygpt.generate` is a function
+    generate_module = importlib.import_module(
+        "mygpt.inference.generate"
+    )  # `mygpt.inference.generate` is a function
 
     def fake_stream(model, idx, **kw):
         seen.append(idx.tolist()[0])

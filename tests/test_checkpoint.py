@@ -35,7 +35,7 @@ def test_other_torch_files_are_not_checkpoints(tmp_path):
 
 def test_a_tied_checkpoint_state_loads_tied(tmp_path):
     """torch.save keeps the shared storage of a tied state_dict: the model comes back tied."""
-    from mygpt.checkpoint import model_from_state
+    from mygpt.io.model_files import model_from_state
 
     tied = GPTModel(TINY).tie_weights()
     torch.save({"model": tied.state_dict()}, tmp_path / "t.pt")

@@ -5,8 +5,8 @@ import errno
 import numpy as np
 import pytest
 
-import mygpt.corpus
-import mygpt.documents
+import mygpt.data.corpus
+import mygpt.data.documents
 from mygpt import DataError, load_corpus
 from mygpt.tokenizer import ENDOFTEXT_ID
 
@@ -21,7 +21,7 @@ STORY = "".join(
 
 @pytest.fixture
 def small_chunks(monkeypatch):
-    monkeypatch.setattr(mygpt.documents, "_CHUNK", 256)  # many cuts in a few kB
+    monkeypatch.setattr(mygpt.data.documents, "_CHUNK", 256)  # many cuts in a few kB
 
 
 def test_folder_becomes_one_token_file(tmp_path, tokenizer, small_chunks):
@@ -86,7 +86,7 @@ def test_unwritable_cache_is_one_line(tmp_path, tokenizer, monkeypatch):
     def read_only(*args):
         raise OSError(errno.EROFS, "Read-only file system")
 
-    monkeypatch.setattr(mygpt.corpus, "_tokenize_to_file", read_only)
+    monkeypatch.setattr(mygpt.data.corpus, "_tokenize_to_file", read_only)
     (tmp_path / "story.txt").write_text(STORY)
     with pytest.raises(
         DataError,

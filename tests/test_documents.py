@@ -10,8 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import ROOT, pydoc_text, run_in_process
 
-import mygpt.corpus
-import mygpt.documents
+import mygpt.data.corpus
+import mygpt.data.documents
 from mygpt import DataError, load_tokens
 
 DOCS = [
@@ -84,7 +84,7 @@ def test_a_folder_mixes_them_in_sorted_order_and_the_cache_follows_changes(tmp_p
 def test_text_is_cut_only_where_tokenization_is_unaffected(tmp_path, tokenizer, monkeypatch):
     """Pieces of a large .txt file give the ids of the whole text, also where blank lines or
     non-ASCII spaces stand before a line (a cut after "\n\n" before "*" would not)."""
-    monkeypatch.setattr(mygpt.documents, "_CHUNK", 64)
+    monkeypatch.setattr(mygpt.data.documents, "_CHUNK", 64)
     text = "".join(f"Item {i}.\n\n*x\n\u00a0\nY{i}\n  z\nEnd.\n" for i in range(300))
     (tmp_path / "t.txt").write_text(text)
     ids = load_tokens(tmp_path / "t.txt", tokenizer, memmap=True)
@@ -98,9 +98,9 @@ def test_text_field_names_another_column(tmp_path, tokenizer):
 
 
 def test_above_the_in_memory_limit_a_corpus_is_memory_mapped(tmp_path, tokenizer, monkeypatch):
-    monkeypatch.setattr(mygpt.corpus, "IN_MEMORY_LIMIT", 1000)
+    monkeypatch.setattr(mygpt.data.corpus, "IN_MEMORY_LIMIT", 1000)
     path = write_jsonl(tmp_path / "big.jsonl", DOCS)
-    corpus = mygpt.corpus.load_corpus(path, tokenizer, 0.9)
+    corpus = mygpt.data.corpus.load_corpus(path, tokenizer, 0.9)
     assert corpus.token_file == tmp_path / "big.jsonl.mygpt-tokens.bin"
     assert isinstance(corpus.train, np.memmap)
     assert np.concatenate([corpus.train, corpus.val]).tolist() == expected_ids(tokenizer, DOCS)

@@ -11,10 +11,10 @@ import torch
 from conftest import ROOT, run_in_process
 from http_server import FileServer
 
-import mygpt.preflight as preflight
-import mygpt.pretrained.download as download
+import mygpt.io.gpt2.download as download
+import mygpt.training.preflight as preflight
 from mygpt import DownloadError, download_gpt2, load_checkpoint
-from mygpt.train import Trainer
+from mygpt.training.trainer import Trainer
 
 SCRIPT = ROOT / "MyGPT_v1_local-train.py"
 TINY = [
@@ -147,14 +147,14 @@ def test_a_full_disk_keeps_the_last_good_checkpoint(monkeypatch, capsys, tmp_pat
 
 
 def test_weights_that_cannot_be_written_are_reported(monkeypatch, capsys, tmp_path):
-    import mygpt.checkpoint
+    import mygpt.io.model_files
 
     def full(state, path, metadata=None):
         with open(path, "wb") as f:
             f.write(b"partial")
         raise ENOSPC
 
-    monkeypatch.setattr(mygpt.checkpoint, "save_file", full)
+    monkeypatch.setattr(mygpt.io.model_files, "save_file", full)
     code, out, err = v1(monkeypatch, capsys, *TINY, "--max-steps", "2", "--output-dir", tmp_path)
     weights = tmp_path / "model.safetensors"
     assert code == 1 and "Traceback" not in err

@@ -7,8 +7,14 @@ import torch
 from torch import nn
 
 from mygpt import GPTConfig, GPTModel, for_inference, generate
-from mygpt.fast import DenseLinear, FastGPT, Int8Linear, compile_for_generation, quantize_rows
-from mygpt.lora import LoRASettings, apply_lora
+from mygpt.inference.fast import (
+    DenseLinear,
+    FastGPT,
+    Int8Linear,
+    compile_for_generation,
+    quantize_rows,
+)
+from mygpt.training.lora import LoRASettings, apply_lora
 
 CFG = GPTConfig(vocab_size=300, context_length=40, emb_dim=48, n_heads=4, n_layers=2)
 

@@ -24,10 +24,10 @@ from conftest import ROOT, pydoc_text, run_in_process
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-import mygpt.corpus
+import mygpt.data.corpus
 from mygpt import GPTConfig, GPTModel, Sampling, load_corpus, load_model, save_model
-from mygpt.chat import ChatSettings, chat
 from mygpt.export import export_hf
+from mygpt.inference.chat import ChatSettings, chat
 
 V1, V2, EXPORT = ROOT / "MyGPT_v1_local-train.py", ROOT / "MyGPT_v2_pretrained.py", "mygpt.export"
 SMALL = GPTConfig(context_length=32, emb_dim=32, n_heads=2, n_layers=1, drop_rate=0.0)
@@ -114,7 +114,7 @@ def test_two_runs_tokenizing_one_corpus_each_write_their_own_file(tmp_path, toke
     """While run A writes its token file, run B makes the same one whole; then A finishes.
     Before, both wrote NAME.mygpt-tokens.bin.tmp: B truncated A's, A lost its rename."""
     data = text_file(tmp_path / "corpus.txt")
-    tokenize = mygpt.corpus._tokenize_to_file
+    tokenize = mygpt.data.corpus._tokenize_to_file
     during = []
 
     def a_then_b(files, total, tok, token_file, *args):
@@ -124,7 +124,7 @@ def test_two_runs_tokenizing_one_corpus_each_write_their_own_file(tmp_path, toke
             during.append(load_corpus(data, tokenizer, memmap=True, log=lambda line: None))
         return n
 
-    monkeypatch.setattr(mygpt.corpus, "_tokenize_to_file", a_then_b)
+    monkeypatch.setattr(mygpt.data.corpus, "_tokenize_to_file", a_then_b)
     lines = []
     a = load_corpus(data, tokenizer, memmap=True, log=lines.append)
     ids = tokenizer.encode(data.read_text())

@@ -12,9 +12,7 @@ import torch
 from conftest import ROOT, run_in_process
 
 from mygpt import GPTConfig, GPTModel
-from mygpt.chat import ChatSettings, chat
-from mygpt.checkpoint import read_metadata
-from mygpt.instruct import (
+from mygpt.data.instruct import (
     InstructionBatches,
     collate,
     encode_record,
@@ -22,6 +20,8 @@ from mygpt.instruct import (
     load_instructions,
     score_responses,
 )
+from mygpt.inference.chat import ChatSettings, chat
+from mygpt.io.model_files import read_metadata
 
 RECORDS = [
     {
@@ -222,7 +222,7 @@ def test_a_model_fine_tuned_on_instructions_chats_with_its_template(tmp_path, mo
 
 def test_the_alpaca_template_prints_the_response_and_stops_at_hashes(tokenizer, capsys):
     """A model that answers "Seven." then "###": the chat shows only "Seven."."""
-    from mygpt.generate import Sampling
+    from mygpt.inference.generate import Sampling
 
     answer = tokenizer.encode(" Seven.\n\n### Instruction:")
     cfg = GPTConfig(context_length=128, emb_dim=8, n_heads=1, n_layers=1)
@@ -291,7 +291,7 @@ def test_an_instruction_run_resumes_bit_exactly(tmp_path, monkeypatch, capsys):
 
 
 def test_instruction_data_is_told_by_its_first_record(tmp_path):
-    from mygpt.instruct import is_instruction_file
+    from mygpt.data.instruct import is_instruction_file
 
     files = {
         "late-key.json": json.dumps(

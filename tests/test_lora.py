@@ -1,4 +1,4 @@
-"""LoRA (mygpt.lora): adapters on frozen weights, their merge, files, and memory settings."""
+"""LoRA (mygpt.training.lora): adapters on frozen weights, their merge, files, memory."""
 
 import math
 from dataclasses import replace
@@ -11,7 +11,7 @@ from conftest import TINY
 
 from mygpt import GPTConfig, GPTModel, export_hf, load_gpt2, load_model, save_model
 from mygpt.errors import UserError
-from mygpt.lora import (
+from mygpt.training.lora import (
     TARGETS,
     AdapterInfo,
     LinearWithLoRA,
@@ -27,8 +27,8 @@ from mygpt.lora import (
     read_adapter,
     save_adapter,
 )
-from mygpt.preflight import Plan, check_memory, lora_parameters, training_bytes
-from mygpt.train import make_optimizer
+from mygpt.training.preflight import Plan, check_memory, lora_parameters, training_bytes
+from mygpt.training.trainer import make_optimizer
 
 IDS = torch.tensor([[464, 3290, 318, 257, 1332, 13, 198, 40, 1101, 407, 3058, 484]])
 UNTIED_BIASED = replace(TINY, qkv_bias=True, drop_rate=0.0)
@@ -251,7 +251,7 @@ GPT2_XL = GPTConfig(context_length=1024, emb_dim=1600, n_heads=25, n_layers=48, 
 def test_preflight_names_the_lora_settings_that_fit(monkeypatch):
     """GPT-2 1558M at context 1024 on 23 GB: full fine-tuning (16 bytes a parameter) is refused
     and told which LoRA settings fit; those settings pass."""
-    monkeypatch.setattr("mygpt.preflight.available_memory", lambda device: 23e9)
+    monkeypatch.setattr("mygpt.training.preflight.available_memory", lambda device: 23e9)
     cpu = torch.device("cpu")
     with pytest.raises(UserError) as refused:
         check_memory(GPT2_XL, True, 1, "float32", cpu)
@@ -264,12 +264,12 @@ def test_preflight_names_the_lora_settings_that_fit(monkeypatch):
     assert small < 12e9 < full
     check_memory(GPT2_XL, True, 1, "float32", cpu, plan)  # passes
     assert plan.flags() == "--lora-rank 16 --base-dtype bfloat16 --activation-checkpointing"
-    monkeypatch.setattr("mygpt.preflight.available_memory", lambda device: 11e9)
+    monkeypatch.setattr("mygpt.training.preflight.available_memory", lambda device: 11e9)
     with pytest.raises(
         UserError, match=r": --lora-rank 16 --base-dtype bfloat16 fits \(about 10.4"
     ):
         check_memory(GPT2_XL, True, 1, "float32", cpu)  # the final merge is that run's peak
-    monkeypatch.setattr("mygpt.preflight.available_memory", lambda device: 5e9)
+    monkeypatch.setattr("mygpt.training.preflight.available_memory", lambda device: 5e9)
     with pytest.raises(UserError, match="GB is free: use a smaller model") as refused:
         check_memory(GPT2_XL, True, 1, "float32", cpu)
     assert " fits " not in str(refused.value)
@@ -284,7 +284,7 @@ def test_a_lora_checkpoint_is_not_taken_for_weights(tmp_path):
 
 
 def test_lora_runs_default_to_their_own_learning_rate():
-    from mygpt.run import LORA_LR, ModelSettings, RunConfig
+    from mygpt.training.run_config import LORA_LR, ModelSettings, RunConfig
 
     fine_tune = RunConfig(model=ModelSettings(init_from="124M"))
     assert fine_tune.resolve(GPT2_XL).train.lr == 5e-5

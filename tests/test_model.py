@@ -9,7 +9,7 @@ from reference import gpt2_logits, openai_layout
 
 from mygpt import GPTConfig, GPTModel, gpt2_config
 from mygpt.model import GELU, LayerNorm
-from mygpt.preflight import n_parameters
+from mygpt.training.preflight import n_parameters
 
 
 def test_logits_shape(tiny_model):

@@ -6,7 +6,7 @@ import pytest
 import torch
 from conftest import ROOT
 
-import mygpt.precision as precision_module
+import mygpt.inference.precision as precision_module
 from mygpt import (
     GPTConfig,
     GPTModel,
@@ -19,8 +19,8 @@ from mygpt import (
     make_optimizer,
     stream_text,
 )
-from mygpt.fast import Int8Linear
-from mygpt.precision import AUTO_CACHE, auto_precision, shape_key
+from mygpt.inference.fast import Int8Linear
+from mygpt.inference.precision import AUTO_CACHE, auto_precision, shape_key
 
 CPU = torch.device("cpu")
 pytestmark = pytest.mark.slow  # trains a small model first

@@ -10,10 +10,10 @@ from http_server import Faults, FileServer
 from reference import gpt2_logits
 from safetensors.numpy import load_file, save_file
 
-import mygpt.pretrained.download as download
-import mygpt.pretrained.load as load
+import mygpt.io.gpt2.convert as load
+import mygpt.io.gpt2.download as download
 from mygpt import DownloadError, UserError, download_gpt2, load_gpt2
-from mygpt.pretrained import RetryPolicy, gpt2_from_params
+from mygpt.io.gpt2 import RetryPolicy, gpt2_from_params
 
 pytestmark = pytest.mark.slow  # starts scripts or TensorFlow: `pytest -m "not slow"` skips it
 

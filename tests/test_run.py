@@ -12,8 +12,9 @@ import torch
 from conftest import ROOT, run_in_process
 
 from mygpt import GPTConfig, RunConfig, UserError, train_run
-from mygpt.run import DataSettings, ModelSettings, OutputSettings, parts
-from mygpt.train import TrainSettings
+from mygpt.cli import train
+from mygpt.training.run_config import DataSettings, ModelSettings, OutputSettings, parts
+from mygpt.training.trainer import TrainSettings
 
 V1 = ROOT / "MyGPT_v1_local-train.py"
 TINY = [
@@ -138,9 +139,7 @@ def test_the_command_line_is_every_field_and_the_same_flags_as_before(monkeypatc
     out = run_in_process(V1, ["--help"], monkeypatch, capsys)
     shown = [w.strip("[]").split("=")[0] for w in out.stdout.split() if w.startswith("[--")]
     assert sorted(shown) == flags
-    sys.path.insert(0, str(ROOT))
-    parse = __import__("runpy").run_path(str(V1))["parse_args"]
-    config, _ = parse(["--lr", "1e-3", "--data", "x.txt", "--qkv-bias", "--stride", "7"])
+    config, _ = train.parse_args(["--lr", "1e-3", "--data", "x.txt", "--qkv-bias", "--stride", "7"])
     data, model = DataSettings(data=Path("x.txt"), stride=7), ModelSettings(qkv_bias=True)
     assert config == RunConfig(data=data, model=model, train=TrainSettings(lr=1e-3))
 

@@ -20,8 +20,8 @@ from mygpt import (
     make_optimizer,
     train_model,
 )
-from mygpt.data import WindowOrder
-from mygpt.train import sample_line
+from mygpt.book import sample_line
+from mygpt.data.windows import WindowOrder
 
 CFG = GPTConfig(context_length=32, emb_dim=32, n_heads=4, n_layers=2, drop_rate=0.1)
 
@@ -44,7 +44,7 @@ def make_trainer(corpus, settings, cfg=CFG, seed=123, **kwargs):
 def book_train_model_simple(
     model, train_loader, val_loader, optimizer, num_epochs, eval_freq, eval_iter
 ):
-    """The book's loop (chapter 5), written independently of mygpt.train, as the reference."""
+    """The book's loop (chapter 5), written apart from mygpt.training.trainer: the reference."""
     train_losses, val_losses, global_step = [], [], -1
     for _ in range(num_epochs):
         model.train()

@@ -14,13 +14,13 @@ import torch
 from conftest import ROOT, run_in_process
 from safetensors.torch import load_file
 
-import mygpt.corpus
+import mygpt.data.corpus
 from mygpt import GPTConfig, GPTModel, TrainSettings, load_corpus, save_model
-from mygpt.chat import terminal_lines
-from mygpt.data import TokenWindows
+from mygpt.data.windows import TokenWindows
 from mygpt.errors import NonFiniteError
-from mygpt.outputs import LOCK_FILE
-from mygpt.train import Trainer
+from mygpt.inference.chat import terminal_lines
+from mygpt.training.outputs import LOCK_FILE
+from mygpt.training.trainer import Trainer
 
 V1, V2 = ROOT / "MyGPT_v1_local-train.py", ROOT / "MyGPT_v2_pretrained.py"
 TINY = [
@@ -170,7 +170,7 @@ def test_a_second_run_into_the_same_folder_is_refused(run, tmp_path):
             sys.executable,
             "-c",
             "import sys, time; from pathlib import Path; "
-            "from mygpt.outputs import claim_output_dir\n"
+            "from mygpt.training.outputs import claim_output_dir\n"
             "with claim_output_dir(Path(sys.argv[1])):\n"
             " print('held', flush=True); time.sleep(120)",
             str(out),
@@ -230,14 +230,14 @@ def test_read_only_data_tokenizes_into_the_cache(tmp_path, tokenizer, monkeypatc
     data.parent.mkdir()
     data.write_text("A read-only dataset. " * 2000)
     monkeypatch.setenv("MYGPT_CACHE_DIR", str(tmp_path / "cache"))
-    tokenize = mygpt.corpus._tokenize_to_file
+    tokenize = mygpt.data.corpus._tokenize_to_file
 
     def read_only_beside_data(files, total, tok, token_file, *args):
         if token_file.parent == data.parent:  # as root, chmod cannot make a folder read-only
             raise OSError(errno.EROFS, "Read-only file system")
         return tokenize(files, total, tok, token_file, *args)
 
-    monkeypatch.setattr(mygpt.corpus, "_tokenize_to_file", read_only_beside_data)
+    monkeypatch.setattr(mygpt.data.corpus, "_tokenize_to_file", read_only_beside_data)
     lines = []
     corpus = load_corpus(data, tokenizer, memmap=True, log=lines.append)
     assert corpus.token_file.parent == tmp_path / "cache" / "tokens"
@@ -255,7 +255,7 @@ def test_read_only_data_tokenizes_into_the_cache(tmp_path, tokenizer, monkeypatc
 
 
 def test_a_folder_that_cannot_be_locked_warns_and_runs(tmp_path, monkeypatch, capsys):
-    import mygpt.outputs as outputs
+    import mygpt.training.outputs as outputs
 
     def no_locks(fd, op):
         raise OSError(errno.ENOLCK, "No locks available")

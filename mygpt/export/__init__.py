@@ -4,7 +4,7 @@ uv run python -m mygpt.export SOURCE --to hf OUT_FOLDER
 uv run python -m mygpt.export SOURCE --to gguf OUT.gguf [--outtype f32|f16|bf16|q8_0]
 """
 
-from .gguf_file import OUTTYPES, export_gguf
-from .hf import export_hf
+from mygpt.export.gguf_file import OUTTYPES, export_gguf
+from mygpt.export.hf import export_hf
 
 __all__ = ["OUTTYPES", "export_gguf", "export_hf"]

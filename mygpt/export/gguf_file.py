@@ -13,12 +13,12 @@ from pathlib import Path
 import gguf
 import numpy as np
 
-from ..chat import CHAT_SAMPLING
-from ..files import write_atomically
-from ..generate import Sampling
-from ..model import GPTModel
-from ..tokenizer import ENDOFTEXT_ID, gpt2_vocab
-from .tensors import fused_qkv, plain
+from mygpt.export.tensors import fused_qkv, plain
+from mygpt.inference.chat import CHAT_SAMPLING
+from mygpt.inference.generate import Sampling
+from mygpt.io.files import write_atomically
+from mygpt.model import GPTModel
+from mygpt.tokenizer import ENDOFTEXT_ID, gpt2_vocab
 
 Q = gguf.GGMLQuantizationType
 OUTTYPES: dict[str, tuple[Q, gguf.LlamaFileType]] = {

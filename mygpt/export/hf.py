@@ -12,12 +12,12 @@ from pathlib import Path
 from safetensors.torch import save_file
 from torch import Tensor
 
-from ..chat import CHAT_SAMPLING
-from ..files import write_atomically, write_folder_atomically
-from ..generate import Sampling
-from ..model import GPTModel
-from ..tokenizer import ASSETS, ENDOFTEXT, ENDOFTEXT_ID
-from .tensors import fused_qkv, plain
+from mygpt.export.tensors import fused_qkv, plain
+from mygpt.inference.chat import CHAT_SAMPLING
+from mygpt.inference.generate import Sampling
+from mygpt.io.files import write_atomically, write_folder_atomically
+from mygpt.model import GPTModel
+from mygpt.tokenizer import ASSETS, ENDOFTEXT, ENDOFTEXT_ID
 
 
 def hf_config(model: GPTModel) -> dict:

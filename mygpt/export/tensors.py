@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..model import TransformerBlock
+from mygpt.model import TransformerBlock
 
 
 def plain(t: Tensor) -> Tensor:

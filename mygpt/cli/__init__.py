@@ -1,0 +1,1 @@
+"""Commands: settings as flags, and the programs' entry points."""

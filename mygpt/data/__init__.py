@@ -1,0 +1,1 @@
+"""Data: token windows, corpora to token files, documents, instruction records."""

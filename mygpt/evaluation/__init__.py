@@ -1,0 +1,1 @@
+"""Evaluation: loss, perplexity and scores of a model on text."""

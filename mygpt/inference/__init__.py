@@ -1,0 +1,1 @@
+"""Inference: sampling and generation, the fast copy, precision, the chat."""

@@ -1,0 +1,120 @@
+"""Where a model's weights come from: a GPT-2 size (downloaded once), a folder, or a v1 file.
+
+Both scripts load through here: v2 to chat, v1's --init-from to fine-tune.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from mygpt.cli.settings import as_paths, setting
+from mygpt.config import GPT2_SIZES, GPTConfig, gpt2_config
+from mygpt.errors import UserError
+from mygpt.io.gpt2 import RetryPolicy, default_models_dir, download_gpt2, load_gpt2
+from mygpt.io.gpt2.convert import folder_config
+from mygpt.io.gpt2.download import download_size
+from mygpt.io.model_files import check_finite, load_trained_model, model_from_state
+from mygpt.model import GPTModel
+
+MODEL = "model"  # the group of v1's --help
+
+
+@dataclass(frozen=True)
+class DownloadSettings:
+    """Where GPT-2 sizes come from: --models-dir, --base-url and --source of both scripts."""
+
+    models_dir: Path | None = setting(
+        None,
+        f"download cache (default: $MYGPT_MODELS_DIR or {default_models_dir()})",
+        group=MODEL,
+        metavar="DIR",
+    )
+    base_url: str | None = setting(
+        None,
+        "download from a server with the same layout: {URL}/{size}/{file} "
+        "({URL}/{repo}/resolve/main/{file} with --source hf)",
+        group=MODEL,
+        metavar="URL",
+    )
+    source: str = setting(
+        "openai",
+        "openai: OpenAI's TensorFlow checkpoint; hf: the Hugging Face hub's safetensors",
+        group=MODEL,
+        choices=("openai", "hf"),
+    )
+    retry: RetryPolicy = RetryPolicy()
+
+    def __post_init__(self) -> None:
+        as_paths(self, "models_dir")
+
+
+def gpt2_folder(size: str, download: DownloadSettings, log: Callable[[str], None] = print) -> Path:
+    """The local folder of a GPT-2 size, downloaded (and announced) unless already complete."""
+    n_bytes = None if download.base_url else download_size(size, download.source)
+    approx = f" (≈{n_bytes / 1e6:.0f} MB)" if n_bytes else ""
+    return download_gpt2(
+        size,
+        download.models_dir,
+        download.base_url,
+        download.source,
+        download.retry,
+        on_start=lambda: log(
+            f"Downloading model weights for the {size} parameter model{approx}...\n"
+        ),
+    )
+
+
+def source_config(source: str) -> tuple[GPTConfig, bool] | None:
+    """The shape of the weights at `source` and whether their head is tied, known before
+    downloading or loading them: a GPT-2 size's, a folder's; None for files and the unknown."""
+    if source in GPT2_SIZES:
+        return gpt2_config(source, drop_rate=0.0, qkv_bias=True), True
+    path = Path(source)
+    return folder_config(path) if path.is_dir() else None
+
+
+def load_weights(
+    source: str | Path,
+    device: torch.device | str = "cpu",
+    download: DownloadSettings = DownloadSettings(),
+    log: Callable[[str], None] = print,
+    expect: Literal["any", "folder", "file"] = "any",
+    linear_dtype: torch.dtype = torch.float32,
+) -> tuple[GPTModel, str]:
+    """A model from a GPT-2 size, a checkpoint folder (OpenAI's or the hub's layout), or
+    v1's model.safetensors / checkpoint.pt; and a line saying where its weights came from.
+
+    `expect` "folder" or "file" takes `source` as that kind only (v2's --checkpoint-dir, ...);
+    `linear_dtype` stores the Linear matrices in another dtype (a LoRA run's frozen base).
+    """
+    model, where = _load(source, device, download, log, expect, linear_dtype)
+    return check_finite(model, str(source)), where
+
+
+def _load(source, device, download, log, expect, linear_dtype) -> tuple[GPTModel, str]:
+    if str(source) in GPT2_SIZES and expect == "any":
+        folder = gpt2_folder(str(source), download, log)
+        return load_gpt2(folder, device, linear_dtype), f"OpenAI's GPT-2 {source} ({folder})"
+    path = Path(source)  # load_gpt2 and load_trained_model refuse a pipe or a device
+    if not path.exists() and expect == "any":
+        raise UserError(f"{source}: no such file or folder (GPT-2 sizes: {', '.join(GPT2_SIZES)})")
+    if expect == "folder" or (expect == "any" and path.is_dir()):
+        return load_gpt2(path, device, linear_dtype), f"the GPT-2 checkpoint folder {path}"
+    return load_trained_model(path, device, linear_dtype), str(path)
+
+
+def reshaped(model: GPTModel, context_length: int, drop_rate: float) -> GPTModel:
+    """The same weights with a context of its first `context_length` positions and dropout."""
+    if context_length > model.cfg.context_length:
+        raise ValueError(f"context {context_length} > the model's {model.cfg.context_length}")
+    cfg = replace(model.cfg, context_length=context_length, drop_rate=drop_rate)
+    state = model.state_dict(keep_vars=False)
+    state["pos_emb.weight"] = state["pos_emb.weight"][:context_length].clone()
+    if model.is_tied:
+        del state["out_head.weight"]
+    return model_from_state(cfg, state).train(model.training)

@@ -1,0 +1,210 @@
+"""Files of trained models: safetensors weights with their GPTConfig, and training checkpoints."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import re
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from mygpt.config import GPTConfig
+from mygpt.errors import NonFiniteError, UserError
+from mygpt.io.files import check_readable, write_atomically
+from mygpt.model import GPTModel
+
+
+def save_model(model: GPTModel, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
+    """Write weights, config and any extra metadata atomically (a temporary file renamed)."""
+    path = Path(path)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    if model.is_tied:
+        del state["out_head.weight"]  # tied: safetensors refuses shared storage, and it is a copy
+    if bad := nonfinite_tensor(state):
+        raise NonFiniteError(f"{path}: not written: {bad} holds nan or infinite values")
+    metadata = {**(metadata or {}), "config": json.dumps(asdict(model.cfg))}
+    return write_atomically(path, lambda tmp: save_file(state, tmp, metadata=metadata))
+
+
+def nonfinite_tensor(state: dict[str, torch.Tensor]) -> str | None:
+    """The name of the first floating tensor of `state` with a nan or infinite value, or None."""
+    return next(
+        (k for k, t in state.items() if t.is_floating_point() and not t.isfinite().all()), None
+    )
+
+
+def check_finite(model: GPTModel, where: str) -> GPTModel:
+    """`model`, or a UserError where a weight is nan or infinite: it cannot score or generate."""
+    if bad := nonfinite_tensor(model.state_dict()):
+        raise UserError(f"{where}: its weights are not finite ({bad} holds nan or infinite values)")
+    return model
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The metadata of a file written by `save_model`, without reading its tensors."""
+    with safe_open(str(path), framework="pt") as f:
+        return f.metadata() or {}
+
+
+def load_model(
+    path: str | Path,
+    device: torch.device | str = "cpu",
+    linear_dtype: torch.dtype = torch.float32,
+) -> GPTModel:
+    """A GPTModel, in eval mode, from a file written by `save_model`; read a tensor at a time,
+    its Linear matrices stored in `linear_dtype` (see pretrained.load_gpt2)."""
+    # pread, not mmap: mapped pages of the file would count in the process's memory (RSS) for
+    # as long as any tensor from it lives, a second copy of the model beside the loaded one.
+    with safe_open(str(path), framework="pt", device=str(device), backend="pread") as f:
+        metadata = f.metadata() or {}
+        if "lora" in metadata and "config" not in metadata:
+            raise UserError(
+                f"{path}: a LoRA adapter, not a model: give its base weights, "
+                "and this file as --lora-adapter"
+            )
+        cfg = GPTConfig.from_dict(json.loads(metadata["config"]))
+        slices = {k: f.get_slice(k) for k in f.keys()}  # noqa: SIM118
+        check_tensors(
+            cfg, {k: (tuple(v.get_shape()), v.get_dtype() in FLOATS) for k, v in slices.items()}
+        )
+        state = {k: as_stored(k, f.get_tensor(k), linear_dtype) for k in f.keys()}  # noqa: SIM118
+    return model_from_state(cfg, state).eval()
+
+
+FLOATS = ("F32", "F16", "BF16", "F64")  # safetensors' names of the dtypes weights may have
+
+Layout = dict[str, tuple[tuple[int, ...], bool]]  # a file's tensors: name -> (shape, is float)
+
+
+def check_tensors(cfg: GPTConfig, tensors: Layout) -> None:
+    """A file's tensors are the weights of `cfg`: every name, shape and a floating dtype,
+    checked before anything is read or built; else a ValueError that says what differs."""
+    layers = {int(m[1]) for name in tensors if (m := re.match(r"trf_blocks\.(\d+)\.", name))}
+    if layers != set(range(cfg.n_layers)):  # before a model of n_layers is even on meta
+        raise ValueError(f"its config says {cfg.n_layers} layers, its tensors have {len(layers)}")
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in GPTModel(cfg).state_dict().items()}
+    if "out_head.weight" not in tensors:
+        del expected["out_head.weight"]  # tied to tok_emb
+    if missing := sorted(expected.keys() - tensors.keys()):
+        raise ValueError(f"it has no tensor {missing[0]}")
+    if extra := sorted(tensors.keys() - expected.keys()):
+        raise ValueError(f"it has an unexpected tensor {extra[0]}")
+    for name, want in expected.items():
+        shape, is_float = tensors[name]
+        if shape != want:
+            raise ValueError(f"its tensor {name} is {shape}; its config makes it {want}")
+        if not is_float:
+            raise ValueError(f"its tensor {name} is not floating point")
+
+
+def as_stored(name: str, tensor: torch.Tensor, linear_dtype: torch.dtype) -> torch.Tensor:
+    """`tensor` in `linear_dtype` if it is a Linear layer's matrix, else in float32 (what
+    norms, biases and embeddings compute in; a file may hold float16)."""
+    is_matrix = tensor.dim() == 2 and not name.startswith(("tok_emb.", "pos_emb."))
+    return tensor.to(linear_dtype if is_matrix else torch.float32)
+
+
+def model_from_state(cfg: GPTConfig, state: dict[str, torch.Tensor]) -> GPTModel:
+    """A GPTModel holding `state`'s tensors (no random init); its head tied if the state's is.
+
+    A state is tied when it has no out_head.weight (save_model) or shares tok_emb's storage
+    (a tied model's state_dict, also after torch.save and torch.load).
+    """
+    state = dict(state)
+    head, emb = state.get("out_head.weight"), state["tok_emb.weight"]
+    tied = head is None or head.untyped_storage().data_ptr() == emb.untyped_storage().data_ptr()
+    if tied:
+        state["out_head.weight"] = emb
+    with torch.device("meta"):
+        model = GPTModel(cfg)
+    model.load_state_dict(state, assign=True)
+    return model.tie_weights() if tied else model
+
+
+def save_checkpoint(checkpoint: dict[str, Any], path: str | Path) -> Path:
+    """Write a training checkpoint (Trainer.state_dict() and more) atomically."""
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # Python's writes: a full disk's OSError is then kept
+            torch.save(checkpoint, f)
+
+    return write_atomically(Path(path), write)
+
+
+def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """A training checkpoint, read without unpickling code (weights_only)."""
+    check_readable(path)
+    try:
+        checkpoint = torch.load(path, map_location=device, weights_only=True)
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise UserError(f"{path}: is a folder, not a checkpoint file") from None
+    except Exception as e:  # whatever a damaged file makes the reader raise, it is damaged
+        raise UserError(f"{path}: damaged or not a PyTorch checkpoint ({_reason(e)})") from None
+    if not isinstance(checkpoint, dict) or not {"model", "config"} <= checkpoint.keys():
+        raise UserError(f"{path}: not a MyGPT training checkpoint")
+    return checkpoint
+
+
+def checkpoint_config(checkpoint: dict[str, Any], path: str | Path) -> GPTConfig:
+    """The model shape a training checkpoint records, checked against its tensors (a LoRA
+    run's holds only its adapters); else a UserError naming `path`."""
+    model = checkpoint["model"]
+    try:
+        cfg = GPTConfig.from_dict(checkpoint["config"])
+        if not isinstance(model, dict) or not all(torch.is_tensor(t) for t in model.values()):
+            raise ValueError("its model is not a dict of tensors")
+        if "lora" not in checkpoint:
+            layout = {k: (tuple(t.shape), t.is_floating_point()) for k, t in model.items()}
+            check_tensors(cfg, layout)
+            if bad := nonfinite_tensor(model):
+                raise ValueError(f"{bad} holds nan or infinite values")
+        return cfg
+    except ValueError as e:
+        raise UserError(f"{path}: damaged or not a MyGPT training checkpoint ({e})") from None
+
+
+def _reason(e: Exception) -> str:
+    """The first sentence of an exception's message, for a one-line error."""
+    if isinstance(e, pickle.UnpicklingError):
+        return "its pickled data cannot be read"  # PyTorch adds a long weights_only advice
+    first = str(e).strip().split("\n")[0].split(". ")[0]
+    return first[:120] or type(e).__name__
+
+
+def load_trained_model(
+    path: str | Path,
+    device: torch.device | str = "cpu",
+    linear_dtype: torch.dtype = torch.float32,
+) -> GPTModel:
+    """A GPTModel from weights written by v1: model.safetensors or a training checkpoint."""
+    path = Path(path)
+    check_readable(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such file")
+    with open(path, "rb") as f:
+        magic = f.read(16)
+    if path.suffix == ".safetensors" or magic[8:9] == b"{":  # a safetensors header is JSON
+        try:
+            return load_model(path, device, linear_dtype)
+        except (KeyError, OSError, ValueError, TypeError, SafetensorError) as e:
+            raise UserError(
+                f"{path}: damaged or not weights saved by MyGPT ({_reason(e)})"
+            ) from None
+    ckpt = load_checkpoint(path, device)
+    if "lora" in ckpt:
+        raise UserError(
+            f"{path}: a LoRA run's checkpoint holds only its adapters; use the run's "
+            "model.safetensors (base and adapters merged), or its adapter.safetensors with "
+            "--lora-adapter on its base weights"
+        )
+    cfg = checkpoint_config(ckpt, path)
+    state = {k: as_stored(k, v, linear_dtype) for k, v in ckpt["model"].items()}
+    return model_from_state(cfg, state).eval()

@@ -1,0 +1,1 @@
+"""Training: the run, the loop, checkpoints and outputs, LoRA, DDP."""

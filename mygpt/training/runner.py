@@ -1,0 +1,416 @@
+"""Running a RunConfig as MyGPT_v1_local-train.py does: `train_run` and `eval_run`.
+
+A notebook calls them too: they print the book's lines, and return the model and its losses
+(or the score). Under torchrun every process calls them; rank 0 speaks and saves.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from functools import partial
+
+import torch
+from tqdm import tqdm
+
+from mygpt.book import progress_line, sample_line
+from mygpt.cli.common import GracefulStop, banner
+from mygpt.config import GPTConfig
+from mygpt.data.corpus import load_corpus, load_tokens
+from mygpt.data.instruct import (
+    RESPONSE,
+    InstructionBatches,
+    format_input,
+    is_instruction_file,
+    load_instructions,
+    score_responses,
+    split_instructions,
+)
+from mygpt.data.windows import TokenWindows
+from mygpt.devices import (
+    allow_tf32,
+    has_native_bfloat16,
+    is_out_of_memory,
+    make_autocast,
+    pick_device,
+    resolve_dtype,
+    return_freed_memory,
+)
+from mygpt.errors import DataError, NonFiniteError, SaveError, UserError
+from mygpt.evaluation.score import TextScore, score_tokens
+from mygpt.io.files import removed_if_left_empty
+from mygpt.io.model_files import load_checkpoint
+from mygpt.model import GPTModel
+from mygpt.tokenizer import get_tokenizer
+from mygpt.training.distributed import Dist, init_distributed, shutdown_distributed
+from mygpt.training.lora import (
+    check_rank,
+    has_lora,
+    lora_summary,
+)
+from mygpt.training.outputs import RunOutputs, claim_output_dir
+from mygpt.training.preflight import (
+    Plan,
+    check_disk,
+    check_memory,
+    check_output_dir,
+    lora_parameters,
+    n_parameters,
+)
+from mygpt.training.run_config import DEFAULT_DATA, RunConfig
+from mygpt.training.start import start_model
+from mygpt.training.trainer import (
+    Trainer,
+    TrainState,
+    make_optimizer,
+    wrap_for_training,
+)
+
+
+@dataclass
+class TrainResult:
+    """What a training run leaves: the trained model, its losses and position, and the signal
+    (SIGINT, SIGTERM) that stopped it before the end, if one did (its checkpoint holds the rest)."""
+
+    model: GPTModel
+    state: TrainState
+    config: RunConfig  # resolved: every default decided
+    stopped_by: int | None = None
+
+    @property
+    def interrupted(self) -> bool:
+        return self.stopped_by is not None
+
+    @property
+    def exit_code(self) -> int:
+        """0, or the shell's code for the signal that stopped the run (130, 143)."""
+        return 0 if self.stopped_by is None else 128 + self.stopped_by
+
+
+def saved_config(checkpoint: dict, path) -> RunConfig:
+    """The run configuration a checkpoint was written with, also by MyGPT before RunConfig."""
+    if "run" in checkpoint:
+        return RunConfig.from_dict(checkpoint["run"])
+    if "args" in checkpoint:  # the flags of the script as it was before, flat
+        return RunConfig.from_flags(checkpoint["args"])
+    raise UserError(f"{path}: not a checkpoint of this script")
+
+
+def train_run(config: RunConfig, checkpoint: dict | None = None) -> TrainResult:
+    """Train as v1 does: checks, model, data, the loop with its reports, the plot and weights.
+
+    With --resume, `checkpoint` is its contents when already read (else it is read here).
+    """
+    if not config.is_fine_tuning:
+        config = config.resolve()  # a bad shape is refused before anything is read
+    if config.outputs.resume and checkpoint is None:
+        checkpoint = load_checkpoint(config.outputs.resume)
+    dist, device = init_distributed(pick_device(config.device.device))
+    try:
+        if not dist.is_main:  # rank 0 holds the output folder for all of them
+            return _train(config, checkpoint, dist, device)
+        with removed_if_left_empty(config.outputs.output_dir):
+            check_output_dir(config.outputs.output_dir)
+            with claim_output_dir(config.outputs.output_dir):
+                return _train(config, checkpoint, dist, device)
+    finally:
+        shutdown_distributed(dist)
+
+
+def eval_run(config: RunConfig, checkpoint: dict | None = None) -> TextScore:
+    """--eval-only: the model's loss on all of --data, one line on stdout (the rest on stderr)."""
+    if config.outputs.resume and checkpoint is None:
+        checkpoint = load_checkpoint(config.outputs.resume)
+    dist, device = init_distributed(pick_device(config.device.device))
+    log = partial(print, file=sys.stderr)
+    try:
+        with dist.main_first():  # the text first: a bad --data is refused before any download
+            data = load_data(config, get_tokenizer(), dist, log)
+        if not isinstance(data, list) and len(data) < 2:
+            raise DataError(f"{config.data.data}: too short: {len(data)} token, scoring needs 2")
+        started = start_model(config, checkpoint, dist, device, log)
+        model, config = started.model, started.config
+        autocast = make_autocast(device, config.device.dtype)
+        if isinstance(data, list):  # instruction records: the responses' loss
+            with autocast():
+                score = score_responses(model, data, get_tokenizer(), device)
+        else:
+            score = score_tokens(model, data, batch_size=config.train.batch_size, autocast=autocast)
+        if dist.is_main:
+            print(f"{score} of {shown_path(config.data.data)}")
+        return score
+    finally:
+        shutdown_distributed(dist)
+
+
+def _train(config: RunConfig, checkpoint: dict | None, dist: Dist, device) -> TrainResult:
+    print0 = print if dist.is_main else lambda *a, **k: None
+    allow_tf32(config.device.tf32)
+    if config.lora.enabled or config.train.activation_checkpointing:
+        return_freed_memory()  # what these runs save would otherwise stay in malloc's heap
+    tokenizer, data = get_tokenizer(), config.data
+    with dist.main_first():  # rank 0 tokenizes into the cache first; the others then read it
+        corpus = load_data(config, tokenizer, dist, print0, split=True)
+    checks = partial(preflight, device, dist)
+    started = start_model(config, checkpoint, dist, device, print0, checks)
+    model, config = started.model, started.config
+    train_windows, val_windows, prompt = windows(config, corpus, model.cfg, dist)
+    show_model(model, started.origin, device, dist, print0)
+
+    print0(banner("TRAINING OUR GPT MODEL"))
+    print0(f"\nLoaded training data from: {shown_path(data.data)}")
+    show_settings(config, checkpoint, device, print0)
+    trainer = make_trainer(config, model, train_windows, val_windows, device, dist)
+    if checkpoint:
+        trainer.load_state_dict(checkpoint)
+        print0(
+            f"Resuming from {config.outputs.resume} at step {trainer.state.step} of "
+            f"{trainer.total_steps}"
+        )
+    else:
+        print0("Starting Training...")
+    template = {"template": "alpaca"} if isinstance(corpus, tuple) else None
+    files = RunOutputs(
+        config.outputs.output_dir, trainer, config.to_dict(), template, started.adapter
+    )
+    start = time.perf_counter()
+    with GracefulStop() as stop:  # also over the final save: a signal then waits for it
+        try:
+            finished = run_training(config, trainer, tokenizer, dist, files, prompt, stop)
+        except NonFiniteError as e:
+            advice = "lower --lr or set --grad-clip (--allow-nonfinite skips such steps)"
+            raise NonFiniteError(f"{e}: {advice}; {files.last_saved()}") from None
+        except RuntimeError as e:  # torch.OutOfMemoryError is one
+            if not is_out_of_memory(e):
+                raise
+            raise out_of_memory_error(config, device, files) from None
+        if not finished:
+            report_interrupted(trainer, files, dist)
+            return TrainResult(trainer.gpt, trainer.state, config, stop.signal)
+        stop.message = "Saving the trained model first (Ctrl-C again: a checkpoint instead)..."
+        try:
+            finish(config, trainer, tokenizer, dist, files, time.perf_counter() - start, prompt)
+        except KeyboardInterrupt:  # the second Ctrl-C: what finish wrote is whole, or not there
+            report_interrupted(trainer, files, dist)
+            return TrainResult(trainer.gpt, trainer.state, config, stop.signal or signal.SIGINT)
+    return TrainResult(trainer.gpt, trainer.state, config)
+
+
+def finish(
+    config: RunConfig, trainer: Trainer, tokenizer, dist: Dist, files, seconds, prompt: str
+) -> None:
+    """The book's closing lines, then the weights, the plot and the final checkpoint."""
+    print0 = print if dist.is_main else lambda *a, **k: None
+    print0(banner("POST TRAINING OUTPUT"))
+    print_sample(config, trainer, tokenizer, dist, prompt)
+    print0(f"Training completed in {seconds / 60:.2f} minutes.")
+    if dist.is_main:
+        weights, plot = files.save_results()  # first: they matter more than a checkpoint
+        print(f"Loss plot saved to: {plot}")
+        print(f"Model weights saved to: {weights}")
+        if files.adapter:
+            print(f"LoRA adapters saved to: {files.adapter_path}")
+    if config.outputs.save_every:
+        files.save_checkpoint("the final checkpoint")
+        print0(f"Checkpoint saved to: {files.checkpoint_path}")
+
+
+def show_settings(config: RunConfig, checkpoint: dict | None, device, print0) -> None:
+    """What --dtype auto chose, and the settings a fine-tuning run defaults to."""
+    if config.device.dtype == "auto":
+        native = "native" if has_native_bfloat16(device) else "not native"
+        print0(f"--dtype auto: {resolve_dtype(device, 'auto')} (bfloat16 is {native} on {device})")
+    if config.is_fine_tuning and not checkpoint:
+        t = config.train
+        print0(
+            f"Fine-tuning with lr {t.lr:g}, drop rate {config.model.drop_rate:g}, "
+            f"weight decay {t.weight_decay:g}"
+        )
+
+
+def make_trainer(
+    config: RunConfig,
+    model: GPTModel,
+    train_windows: TokenWindows,
+    val_windows: TokenWindows,
+    device,
+    dist: Dist,
+) -> Trainer:
+    """AdamW, the compiled or DDP-wrapped model, and the loop that steps them."""
+    t = config.train
+    optimizer = make_optimizer(model, t.lr, t.weight_decay, device, t.decay_matrices_only)
+    model.activation_checkpointing = t.activation_checkpointing
+    net = wrap_for_training(model, device, dist, config.device.compile)
+    autocast = make_autocast(device, config.device.dtype)
+    return Trainer(net, optimizer, train_windows, val_windows, t, device, dist, autocast)
+
+
+def out_of_memory_error(config: RunConfig, device, files: RunOutputs) -> SaveError:
+    """Out of memory mid-run: the same batch per step in smaller passes, and what was saved."""
+    b, accum = config.train.batch_size, config.train.grad_accum
+    smaller = (
+        f"--batch-size {max(1, b // 2)} --grad-accum {accum * 2}"
+        if b > 1
+        else ("a smaller model or --context-length")
+    )
+    return SaveError(
+        f"out of memory on {device.type} at --batch-size {b}: try {smaller} "
+        f"(the same batch per step); {files.last_saved()}"
+    )
+
+
+def report_interrupted(trainer: Trainer, files: RunOutputs, dist: Dist) -> None:
+    """Ctrl-C or SIGTERM stopped the run: save its state and say how to continue."""
+    path = files.save_checkpoint("the interrupted run's state")
+    if dist.is_main:
+        print(
+            f"Interrupted after step {trainer.state.step} of {trainer.total_steps}; "
+            f"checkpoint saved to {path}\nContinue with: --resume {path}",
+            file=sys.stderr,
+        )
+
+
+def preflight(device, dist: Dist, config: RunConfig, cfg: GPTConfig, tied: bool) -> None:
+    """Room on disk for the run's files and in memory for its training steps, or a UserError."""
+    lora = config.lora
+    if lora.enabled:
+        check_rank(cfg, lora.lora_rank)
+    plan = Plan(
+        lora.lora_rank,
+        lora.targets if lora.enabled else (),
+        2 if lora.dtype == torch.bfloat16 else 4,
+        config.train.activation_checkpointing,
+    )
+    if not config.no_memory_check:
+        dtype = resolve_dtype(device, config.device.dtype)
+        check_memory(cfg, tied, config.train.batch_size, dtype, device, plan)
+    if dist.is_main:
+        n_trained = lora_parameters(cfg, lora.lora_rank, lora.targets) if lora.enabled else None
+        check_disk(
+            config.outputs.output_dir,
+            n_parameters(cfg, tied),
+            bool(config.outputs.save_every),
+            n_trained,
+        )
+
+
+def show_model(model: GPTModel, origin: str | None, device, dist: Dist, print0: Callable) -> None:
+    """The configuration listing of the book's run, and where the weights came from."""
+    if origin is None:
+        print0(banner("UNTRAINED GPT MODEL"))
+        print0("\nUntrained model created with the following configuration:")
+    else:
+        print0(banner("PRETRAINED GPT MODEL"))
+        print0("\nModel loaded with the following configuration:")
+    for name, value in asdict(model.cfg).items():
+        print0(f"- {name}: {value}")
+    if origin is not None:
+        print0(f"Weights from: {origin}")
+    processes = f", {dist.world_size} processes" if dist.enabled else ""
+    print0(f"({model.num_parameters():,} parameters, on {device.type}{processes})")
+    if has_lora(model):
+        print0(lora_summary(model))
+    print0()
+
+
+def shown_path(path):
+    return DEFAULT_DATA.name if path == DEFAULT_DATA else path  # the seed's "the-verdict.txt"
+
+
+def load_data(config: RunConfig, tokenizer, dist: Dist, log, split: bool = False):
+    """--data's tokens (a Corpus split for training, or all of them), or for instruction
+    data its records (split: the training and validation records)."""
+    data = config.data
+    if is_instruction_file(data.data):
+        records = load_instructions(data.data)
+        return (
+            split_instructions(records, data.share(True), config.train.seed) if split else records
+        )
+    given = [
+        flag
+        for flag, value in (("--mask-prompt", data.mask_prompt), ("--max-length", data.max_length))
+        if value
+    ]
+    if given:
+        raise UserError(f"{given[0]} is for instruction data; {data.data} is text to train on")
+    if not split:
+        return load_tokens(data.data, tokenizer, data.memmap or None, log, data.text_field)
+    return load_corpus(
+        data.data, tokenizer, data.share(False), data.memmap or None, log, data.text_field
+    )
+
+
+def windows(config: RunConfig, data, cfg: GPTConfig, dist: Dist):
+    """Training and validation batches over --data for the model's context, and the prompt
+    the samples complete: --start-context, or the first validation instruction's."""
+    t = config.train
+    global_batch = t.batch_size * t.grad_accum * dist.world_size
+    if isinstance(data, tuple):  # instruction records, training and validation
+        length = min(config.data.max_length or cfg.context_length, cfg.context_length)
+        train, val = (
+            InstructionBatches.of(records, get_tokenizer(), length, config.data.mask_prompt)
+            for records in data
+        )
+        return train, val, format_input(data[1][0]) + RESPONSE
+    try:
+        train, val = data.windows(
+            cfg.context_length, config.data.stride or cfg.context_length, global_batch
+        )
+    except DataError as e:  # too short: name the data
+        raise DataError(f"{config.data.data}: {e}") from None
+    return train, val, config.report.start_context
+
+
+def run_training(
+    config: RunConfig,
+    trainer: Trainer,
+    tokenizer,
+    dist: Dist,
+    files: RunOutputs,
+    prompt: str,
+    stop: Callable[[], bool],
+) -> bool:
+    """Trainer.run with the book's reports; False if `stop` (Ctrl-C) stopped it first."""
+    every = config.report.sample_every
+
+    def on_step(state: TrainState, lr: float, grad_norm) -> None:
+        bar.update()
+        if dist.is_main and trainer.skipped_steps and trainer.skipped_steps[-1] == state.step - 1:
+            tqdm.write(
+                f"warning: step {state.step - 1} skipped: its loss or gradient norm is "
+                f"not finite (--allow-nonfinite)",
+                file=sys.stderr,
+            )
+        if every and state.step % every == 0:
+            print_sample(config, trainer, tokenizer, dist, prompt)
+
+    def on_eval(state: TrainState, train_loss: float, val_loss: float) -> None:
+        if dist.is_main:
+            tqdm.write(progress_line(state.epoch, state.step - 1, train_loss, val_loss))
+
+    # The bar lives on stderr and only on a terminal; tqdm.write keeps it below the printed lines.
+    with tqdm(
+        total=trainer.total_steps,
+        initial=trainer.state.step,
+        unit="step",
+        leave=False,
+        disable=None if dist.is_main else True,
+    ) as bar:
+        return trainer.run(
+            on_step=on_step,
+            on_eval=on_eval,
+            on_epoch_end=lambda state: print_sample(config, trainer, tokenizer, dist, prompt),
+            on_save=files.save_periodic,
+            save_every=config.outputs.save_every,
+            stop=stop,
+        )
+
+
+def print_sample(config: RunConfig, trainer: Trainer, tokenizer, dist: Dist, prompt: str) -> None:
+    """A greedy completion of `prompt`, on one line."""
+    if dist.is_main:
+        with trainer.autocast():
+            tqdm.write(sample_line(trainer.gpt, tokenizer, prompt, config.report.sample_tokens))
