@@ -25,17 +25,18 @@ from mygpt.inference.generate import (
 )
 from mygpt.inference.precision import for_inference
 from mygpt.io.gpt2 import DownloadError, download_gpt2, load_gpt2
-from mygpt.io.load import DownloadSettings, gpt2_folder, load_weights, reshaped
+from mygpt.io.load import DownloadSettings, gpt2_folder, load_model, load_weights, reshaped
 from mygpt.io.model_files import (
     load_checkpoint,
-    load_model,
-    load_trained_model,
     save_checkpoint,
     save_model,
 )
+from mygpt.io.model_files import (
+    read_trained_model as load_trained_model,
+)
+from mygpt.lora import LoRASettings
 from mygpt.model import GPTModel, KVCache
 from mygpt.tokenizer import get_tokenizer, text_to_token_ids, token_ids_to_text
-from mygpt.training.lora import LoRASettings
 from mygpt.training.run_config import DataSettings, ModelSettings, OutputSettings, RunConfig
 from mygpt.training.runner import TrainResult, eval_run, train_run
 from mygpt.training.trainer import (

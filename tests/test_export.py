@@ -19,7 +19,7 @@ from mygpt import (
     export_gguf,
     export_hf,
     generate,
-    load_weights,
+    load_model,
     save_model,
 )
 from mygpt.export.gguf_file import gguf_tensors
@@ -88,7 +88,7 @@ def test_the_book_model_exports_untied_with_zero_qkv_biases(hf_folders):
 @pytest.mark.parametrize("name", SHAPES)
 def test_round_trip_through_init_from_is_bit_identical(hf_folders, name):
     model, folder = hf_folders[name]
-    back, _ = load_weights(folder)
+    back = load_model(folder)
     assert back.is_tied == model.is_tied and back.cfg.qkv_bias == model.cfg.qkv_bias
     ours, theirs = model.state_dict(), back.state_dict()
     assert ours.keys() == theirs.keys()
@@ -188,7 +188,7 @@ def test_command_exports_a_v1_file_and_refuses_bad_outputs(tmp_path, monkeypatch
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["m.Modelfile", "m.gguf"]
     hf = run_in_process("mygpt.export", (src, "--to", "hf", tmp_path / "hf"), monkeypatch, capsys)
     assert hf.returncode == 0, hf.stderr
-    assert load_weights(tmp_path / "hf")[0].state_dict().keys() == model.state_dict().keys()
+    assert load_model(tmp_path / "hf").state_dict().keys() == model.state_dict().keys()
 
     before = (tmp_path / "out" / "m.gguf").read_bytes()
     cases = [
@@ -263,7 +263,7 @@ def test_a_gpt2_size_exports_from_the_download_cache(models_dir, tmp_path, monke
     assert out.returncode == 0, out.stderr
     assert f"Loaded OpenAI's GPT-2 124M ({models_dir / 'gpt2' / '124M'})" in out.stderr
     settings = DownloadSettings(models_dir=models_dir, base_url="http://127.0.0.1:9")
-    model, _ = load_weights("124M", download=settings)
+    model = load_model("124M", download=settings)
     stored = {t.name: t for t in gguf.GGUFReader(tmp_path / "g.gguf").tensors}
     assert np.array_equal(stored["token_embd.weight"].data, model.tok_emb.weight.detach().numpy())
     assert "output.weight" not in stored  # GPT-2's head is tied: stored once

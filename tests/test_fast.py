@@ -14,7 +14,7 @@ from mygpt.inference.fast import (
     compile_for_generation,
     quantize_rows,
 )
-from mygpt.training.lora import LoRASettings, apply_lora
+from mygpt.lora import LoRASettings, apply_lora
 
 CFG = GPTConfig(vocab_size=300, context_length=40, emb_dim=48, n_heads=4, n_layers=2)
 

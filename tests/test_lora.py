@@ -1,4 +1,4 @@
-"""LoRA (mygpt.training.lora): adapters on frozen weights, their merge, files, memory."""
+"""LoRA (mygpt.lora): adapters on frozen weights, their merge, files, memory."""
 
 import math
 from dataclasses import replace
@@ -11,7 +11,7 @@ from conftest import TINY
 
 from mygpt import GPTConfig, GPTModel, export_hf, load_gpt2, load_model, save_model
 from mygpt.errors import UserError
-from mygpt.training.lora import (
+from mygpt.lora import (
     TARGETS,
     AdapterInfo,
     LinearWithLoRA,

@@ -13,7 +13,7 @@ from test_v1_script import evals
 from test_v2_script import HEADER
 from test_v2_script import run as run_v2
 
-from mygpt.training.lora import TARGETS, read_adapter
+from mygpt.lora import TARGETS, read_adapter
 from mygpt.training.preflight import lora_parameters, n_parameters
 
 pytestmark = pytest.mark.slow  # starts the scripts: `pytest -m "not slow"` skips it

@@ -7,7 +7,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from mygpt import get_tokenizer, load_weights
+from mygpt import get_tokenizer
 from mygpt.cli.common import (
     HelpFormatter,
     add_download_flags,
@@ -18,12 +18,12 @@ from mygpt.cli.common import (
     settings_from,
 )
 from mygpt.config import GPT2_SIZES
-from mygpt.data.instruct import template_of
 from mygpt.devices import DeviceSettings, allow_tf32, make_autocast, pick_device
 from mygpt.inference.chat import ChatOptions, chat
 from mygpt.inference.fast import compile_for_generation
 from mygpt.inference.precision import for_inference
 from mygpt.io.gpt2 import default_models_dir
+from mygpt.io.load import load_model
 
 
 def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argparse.Namespace:
@@ -66,16 +66,17 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     print()
     source, expect = weights_source(args)
     download = download_settings(args)
-    model, where = load_weights(source, device, download, expect=expect)
-    if where == str(source) and Path(source).is_file():  # a model of v1's: say which
+    model = load_model(source, device, download=download, expect=expect)
+    if model.origin == str(source) and Path(source).is_file():  # a model of v1's: say which
         print(f"Loaded {source} ({model.num_parameters():,} parameters)\n")
+    template = model.template
     model = for_inference(model, options.precision, log=print)
     if options.precision != "float32":
         auto = " (auto)" if options.precision == "auto" else ""
         print(f"Precision: {model.precision} weights{auto}\n")
     if run_on.compile:
         model = compile_for_generation(model, log=lambda s: print(f"{s.capitalize()}\n"))
-    settings = replace(options.settings(), template=options.template or template_of(source))
+    settings = replace(options.settings(), template=options.template or template)
     history = (download.models_dir or default_models_dir()) / "chat-history"
     with make_autocast(device, run_on.dtype)():
         chat(model, get_tokenizer(), settings, history_file=history)

@@ -15,7 +15,7 @@ from mygpt.errors import UserError
 from mygpt.export.gguf_file import OUTTYPES, export_gguf
 from mygpt.export.hf import export_hf
 from mygpt.io.files import check_new_output
-from mygpt.io.load import load_weights
+from mygpt.io.load import load_model
 
 EXAMPLES = """examples:
   mygpt export runs/verdict/model.safetensors --to hf exported/verdict
@@ -73,8 +73,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
         if Path(args.weights).exists() and out.resolve() in (source, *source.parents):
             raise UserError(f"{out}: is or holds SOURCE {args.weights}; write the export elsewhere")
         check_new_output(out, args.force, "folder" if args.to == "hf" else "file")
-    model, where = load_weights(args.weights, "cpu", download_settings(args), log=_log)
-    _log(f"Loaded {where} ({model.num_parameters():,} parameters)")
+    model = load_model(args.weights, download=download_settings(args), log=_log)
+    _log(f"Loaded {model.origin} ({model.num_parameters():,} parameters)")
     _log(f"Writing {args.out} ({args.to}{'' if args.to == 'hf' else ', ' + args.outtype})...")
     try:
         if args.to == "hf":

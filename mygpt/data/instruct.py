@@ -16,13 +16,11 @@ import numpy as np
 import tiktoken
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError
 from torch import Tensor
 
 from mygpt.data.documents import json_reason
 from mygpt.errors import DataError
 from mygpt.evaluation.score import TextScore
-from mygpt.io.model_files import read_metadata
 from mygpt.model import GPTModel
 from mygpt.tokenizer import ENDOFTEXT_ID
 
@@ -40,17 +38,6 @@ def format_input(entry: dict) -> str:
     )
     input_text = f"\n\n### Input:\n{entry['input']}" if entry.get("input") else ""
     return instruction_text + input_text
-
-
-def template_of(source: str | Path) -> str:
-    """The prompt template a model file records (v1 writes "alpaca" after instruction data)."""
-    path = Path(source)
-    if not (path.suffix == ".safetensors" and path.is_file()):
-        return "none"
-    try:
-        return read_metadata(path).get("template", "none")
-    except (SafetensorError, OSError, ValueError):  # not our file: loading it says why
-        return "none"
 
 
 def is_instruction_file(path: Path) -> bool:

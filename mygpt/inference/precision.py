@@ -16,8 +16,8 @@ import torch
 from mygpt.devices import machine_signature
 from mygpt.inference.fast import FastGPT
 from mygpt.io.files import cache_dir, write_atomically
+from mygpt.lora import has_lora, merged
 from mygpt.model import GPTModel
-from mygpt.training.lora import has_lora, merged
 
 PRECISIONS = ("float32", "bfloat16", "int8", "auto")
 MEASURED = ("float32", "bfloat16", "int8")  # what auto times, the exact one first

@@ -1,6 +1,7 @@
-"""Where a model's weights come from: a GPT-2 size (downloaded once), a folder, or a v1 file.
+"""The one loader: a GPT-2 size (downloaded once), a folder in OpenAI's or the hub's layout, a
+MyGPT model.safetensors or checkpoint.pt, or any of them with a LoRA adapter on top.
 
-Both scripts load through here: v2 to chat, v1's --init-from to fine-tune.
+Every command loads through here: chat, export, and train's --init-from.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
+from safetensors import SafetensorError
 
 from mygpt.cli.settings import as_paths, setting
 from mygpt.config import GPT2_SIZES, GPTConfig, gpt2_config
@@ -18,7 +20,21 @@ from mygpt.errors import UserError
 from mygpt.io.gpt2 import RetryPolicy, default_models_dir, download_gpt2, load_gpt2
 from mygpt.io.gpt2.convert import folder_config
 from mygpt.io.gpt2.download import download_size
-from mygpt.io.model_files import check_finite, load_trained_model, model_from_state
+from mygpt.io.model_files import (
+    check_finite,
+    model_from_state,
+    read_metadata,
+    read_trained_model,
+)
+from mygpt.lora import (
+    LoRASettings,
+    apply_lora,
+    check_base,
+    fingerprint,
+    load_adapter_state,
+    merged,
+    read_adapter,
+)
 from mygpt.model import GPTModel
 
 MODEL = "model"  # the group of v1's --help
@@ -78,6 +94,32 @@ def source_config(source: str) -> tuple[GPTConfig, bool] | None:
     return folder_config(path) if path.is_dir() else None
 
 
+def load_model(
+    source: str | Path,
+    device: torch.device | str = "cpu",
+    linear_dtype: torch.dtype = torch.float32,
+    *,
+    adapter: str | Path | None = None,
+    download: DownloadSettings = DownloadSettings(),
+    log: Callable[[str], None] = print,
+    expect: Literal["any", "folder", "file"] = "any",
+) -> GPTModel:
+    """The model at `source` in eval mode, with `adapter`'s LoRA updates merged in if given.
+
+    It carries `origin` (a line saying where its weights came from) and `template` (the prompt
+    template its file records: "alpaca" after instruction tuning, else "none"). `expect`
+    "folder" or "file" takes `source` as that kind only (v2's --checkpoint-dir, --checkpoint);
+    `linear_dtype` stores the Linear matrices in another dtype (a LoRA run's frozen base).
+    """
+    model, origin = _load(source, device, download, log, expect, linear_dtype)
+    model = check_finite(model, str(source))
+    if adapter is not None:
+        model = _with_adapter(model, source, adapter)
+        origin = f"{origin} with the LoRA adapter {adapter}"
+    model.origin, model.template = origin, _template(source)
+    return model.eval()
+
+
 def load_weights(
     source: str | Path,
     device: torch.device | str = "cpu",
@@ -86,14 +128,32 @@ def load_weights(
     expect: Literal["any", "folder", "file"] = "any",
     linear_dtype: torch.dtype = torch.float32,
 ) -> tuple[GPTModel, str]:
-    """A model from a GPT-2 size, a checkpoint folder (OpenAI's or the hub's layout), or
-    v1's model.safetensors / checkpoint.pt; and a line saying where its weights came from.
+    """Earlier releases' loader: `load_model`'s model and its origin line."""
+    model = load_model(source, device, linear_dtype, download=download, log=log, expect=expect)
+    return model, model.origin
 
-    `expect` "folder" or "file" takes `source` as that kind only (v2's --checkpoint-dir, ...);
-    `linear_dtype` stores the Linear matrices in another dtype (a LoRA run's frozen base).
-    """
-    model, where = _load(source, device, download, log, expect, linear_dtype)
-    return check_finite(model, str(source)), where
+
+def _with_adapter(model: GPTModel, source: str | Path, adapter: str | Path) -> GPTModel:
+    """`model` with the adapter file's updates folded in, once it is known to be their base."""
+    info, tensors = read_adapter(adapter)
+    check_base(info, fingerprint(model), str(source), f"--lora-adapter {adapter}")
+    targets = ",".join(info.targets)
+    settings = LoRASettings(lora_rank=info.rank, lora_alpha=info.alpha, lora_targets=targets)
+    with torch.random.fork_rng(devices=[]):  # the adapters' random start is overwritten
+        apply_lora(model, settings)
+    load_adapter_state(model, tensors)
+    return merged(model)
+
+
+def _template(source: str | Path) -> str:
+    """The prompt template a model file records (v1 writes "alpaca" after instruction data)."""
+    path = Path(source)
+    if not (path.suffix == ".safetensors" and path.is_file()):
+        return "none"
+    try:
+        return read_metadata(path).get("template", "none")
+    except (SafetensorError, OSError, ValueError):  # not our file: loading it says why
+        return "none"
 
 
 def _load(source, device, download, log, expect, linear_dtype) -> tuple[GPTModel, str]:
@@ -105,7 +165,7 @@ def _load(source, device, download, log, expect, linear_dtype) -> tuple[GPTModel
         raise UserError(f"{source}: no such file or folder (GPT-2 sizes: {', '.join(GPT2_SIZES)})")
     if expect == "folder" or (expect == "any" and path.is_dir()):
         return load_gpt2(path, device, linear_dtype), f"the GPT-2 checkpoint folder {path}"
-    return load_trained_model(path, device, linear_dtype), str(path)
+    return read_trained_model(path, device, linear_dtype), str(path)
 
 
 def reshaped(model: GPTModel, context_length: int, drop_rate: float) -> GPTModel:

@@ -51,13 +51,13 @@ def read_metadata(path: str | Path) -> dict[str, str]:
         return f.metadata() or {}
 
 
-def load_model(
+def read_model(
     path: str | Path,
     device: torch.device | str = "cpu",
     linear_dtype: torch.dtype = torch.float32,
 ) -> GPTModel:
     """A GPTModel, in eval mode, from a file written by `save_model`; read a tensor at a time,
-    its Linear matrices stored in `linear_dtype` (see pretrained.load_gpt2)."""
+    its Linear matrices stored in `linear_dtype` (see io.gpt2.load_gpt2)."""
     # pread, not mmap: mapped pages of the file would count in the process's memory (RSS) for
     # as long as any tensor from it lives, a second copy of the model beside the loaded one.
     with safe_open(str(path), framework="pt", device=str(device), backend="pread") as f:
@@ -179,7 +179,7 @@ def _reason(e: Exception) -> str:
     return first[:120] or type(e).__name__
 
 
-def load_trained_model(
+def read_trained_model(
     path: str | Path,
     device: torch.device | str = "cpu",
     linear_dtype: torch.dtype = torch.float32,
@@ -193,7 +193,7 @@ def load_trained_model(
         magic = f.read(16)
     if path.suffix == ".safetensors" or magic[8:9] == b"{":  # a safetensors header is JSON
         try:
-            return load_model(path, device, linear_dtype)
+            return read_model(path, device, linear_dtype)
         except (KeyError, OSError, ValueError, TypeError, SafetensorError) as e:
             raise UserError(
                 f"{path}: damaged or not weights saved by MyGPT ({_reason(e)})"

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from mygpt.errors import SaveError, UserError
 from mygpt.io.model_files import save_checkpoint, save_model
-from mygpt.training.lora import AdapterInfo, merged, save_adapter
+from mygpt.lora import AdapterInfo, merged, save_adapter
 from mygpt.training.plot import plot_losses
 from mygpt.training.trainer import Trainer
 

@@ -15,7 +15,7 @@ import torch
 
 from mygpt.config import GPTConfig
 from mygpt.errors import UserError
-from mygpt.training.lora import SUGGESTED_RANK, TARGETS
+from mygpt.lora import SUGGESTED_RANK, TARGETS
 
 GB = 1e9
 _TORCH_OVERHEAD = int(0.8 * GB)  # the process itself: PyTorch's libraries and allocator

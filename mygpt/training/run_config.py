@@ -28,8 +28,8 @@ from mygpt.data.corpus import IN_MEMORY_LIMIT
 from mygpt.devices import DeviceSettings
 from mygpt.errors import UserError
 from mygpt.io.load import MODEL, DownloadSettings
+from mygpt.lora import LORA, LoRASettings
 from mygpt.tokenizer import ASSETS
-from mygpt.training.lora import LORA, LoRASettings
 from mygpt.training.trainer import FROM_SCRATCH_LR, REPORTS, TrainSettings
 
 DATA = "data"  # a group of v1's --help

@@ -43,14 +43,14 @@ from mygpt.errors import DataError, NonFiniteError, SaveError, UserError
 from mygpt.evaluation.score import TextScore, score_tokens
 from mygpt.io.files import removed_if_left_empty
 from mygpt.io.model_files import load_checkpoint
-from mygpt.model import GPTModel
-from mygpt.tokenizer import get_tokenizer
-from mygpt.training.distributed import Dist, init_distributed, shutdown_distributed
-from mygpt.training.lora import (
+from mygpt.lora import (
     check_rank,
     has_lora,
     lora_summary,
 )
+from mygpt.model import GPTModel
+from mygpt.tokenizer import get_tokenizer
+from mygpt.training.distributed import Dist, init_distributed, shutdown_distributed
 from mygpt.training.outputs import RunOutputs, claim_output_dir
 from mygpt.training.preflight import (
     Plan,

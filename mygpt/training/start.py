@@ -11,12 +11,9 @@ import torch
 from mygpt.cli.settings import flag_of
 from mygpt.config import GPTConfig
 from mygpt.errors import UserError
-from mygpt.io.load import load_weights, reshaped, source_config
+from mygpt.io.load import load_model, reshaped, source_config
 from mygpt.io.model_files import checkpoint_config, model_from_state
-from mygpt.model import GPTModel
-from mygpt.tokenizer import get_tokenizer
-from mygpt.training.distributed import Dist
-from mygpt.training.lora import (
+from mygpt.lora import (
     AdapterInfo,
     apply_lora,
     check_base,
@@ -24,6 +21,9 @@ from mygpt.training.lora import (
     load_adapter_state,
     read_adapter,
 )
+from mygpt.model import GPTModel
+from mygpt.tokenizer import get_tokenizer
+from mygpt.training.distributed import Dist
 from mygpt.training.run_config import SHAPE, RunConfig
 
 
@@ -124,9 +124,8 @@ def base_model(
         checks(resolved, replace(expected, context_length=resolved.model.context_length), tied)
     linear_dtype = lora.dtype if lora.enabled else torch.float32
     with dist.main_first():  # rank 0 downloads or converts first; the others then read it
-        model, origin = load_weights(
-            source, device, config.download, log, linear_dtype=linear_dtype
-        )
+        model = load_model(source, device, linear_dtype, download=config.download, log=log)
+    origin = model.origin
     base = fingerprint(model) if lora.enabled else None  # before a shorter context cuts it
     config = config.resolve(model.cfg)
     model = reshaped(model, config.model.context_length, config.model.drop_rate)

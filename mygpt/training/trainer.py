@@ -30,9 +30,9 @@ from mygpt.cli.settings import (
 )
 from mygpt.data.windows import TokenWindows, WindowOrder
 from mygpt.errors import NonFiniteError, UserError
+from mygpt.lora import adapter_state, has_lora, load_adapter_state
 from mygpt.model import GPTModel
 from mygpt.training.distributed import Dist
-from mygpt.training.lora import adapter_state, has_lora, load_adapter_state
 
 FROM_SCRATCH_LR = (
     4e-4  # the book's; fine-tuning's default is RunConfig's (mygpt.training.run_config)

@@ -24,7 +24,7 @@ from safetensors import SafetensorError, safe_open
 from mygpt.config import GPTConfig
 from mygpt.errors import UserError
 from mygpt.io.files import check_readable
-from mygpt.io.model_files import load_model, model_from_state, read_metadata, save_model
+from mygpt.io.model_files import model_from_state, read_metadata, read_model, save_model
 from mygpt.model import GPTModel
 
 CONVERTED = "mygpt.safetensors"
@@ -57,7 +57,7 @@ def load_gpt2(
     if converted.is_file():
         try:
             if read_metadata(converted).get("source") == fingerprint:
-                return load_model(converted, device, linear_dtype)
+                return read_model(converted, device, linear_dtype)
         except (SafetensorError, OSError, ValueError, KeyError, RuntimeError):
             pass  # unreadable or from other weights: convert again below
     with _variables(folder, sources) as (variables, hparams):
