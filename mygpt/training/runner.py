@@ -19,16 +19,6 @@ from tqdm import tqdm
 from mygpt.book import progress_line, sample_line
 from mygpt.cli.common import GracefulStop, banner
 from mygpt.config import GPTConfig
-from mygpt.data.corpus import load_corpus, load_tokens
-from mygpt.data.instruct import (
-    RESPONSE,
-    InstructionBatches,
-    format_input,
-    is_instruction_file,
-    load_instructions,
-    score_responses,
-    split_instructions,
-)
 from mygpt.data.windows import TokenWindows
 from mygpt.devices import (
     allow_tf32,
@@ -39,8 +29,8 @@ from mygpt.devices import (
     resolve_dtype,
     return_freed_memory,
 )
-from mygpt.errors import DataError, NonFiniteError, SaveError, UserError
-from mygpt.evaluation.score import TextScore, score_tokens
+from mygpt.errors import NonFiniteError, SaveError, UserError
+from mygpt.evaluation.score import TextScore
 from mygpt.io.files import removed_if_left_empty
 from mygpt.io.model_files import load_checkpoint
 from mygpt.lora import (
@@ -50,6 +40,7 @@ from mygpt.lora import (
 )
 from mygpt.model import GPTModel
 from mygpt.tokenizer import get_tokenizer
+from mygpt.training.data import load_run_data
 from mygpt.training.distributed import Dist, init_distributed, shutdown_distributed
 from mygpt.training.outputs import RunOutputs, claim_output_dir
 from mygpt.training.preflight import (
@@ -99,13 +90,13 @@ def saved_config(checkpoint: dict, path) -> RunConfig:
     raise UserError(f"{path}: not a checkpoint of this script")
 
 
-def train_run(config: RunConfig, checkpoint: dict | None = None) -> TrainResult:
+def train_run(requested: RunConfig, checkpoint: dict | None = None) -> TrainResult:
     """Train as v1 does: checks, model, data, the loop with its reports, the plot and weights.
 
     With --resume, `checkpoint` is its contents when already read (else it is read here).
     """
-    if not config.is_fine_tuning:
-        config = config.resolve()  # a bad shape is refused before anything is read
+    # A new model's shape is known now: a bad one is refused before anything is read.
+    config = requested if requested.is_fine_tuning else requested.resolve()
     if config.outputs.resume and checkpoint is None:
         checkpoint = load_checkpoint(config.outputs.resume)
     dist, device = init_distributed(pick_device(config.device.device))
@@ -120,25 +111,19 @@ def train_run(config: RunConfig, checkpoint: dict | None = None) -> TrainResult:
         shutdown_distributed(dist)
 
 
-def eval_run(config: RunConfig, checkpoint: dict | None = None) -> TextScore:
+def eval_run(requested: RunConfig, checkpoint: dict | None = None) -> TextScore:
     """--eval-only: the model's loss on all of --data, one line on stdout (the rest on stderr)."""
-    if config.outputs.resume and checkpoint is None:
-        checkpoint = load_checkpoint(config.outputs.resume)
-    dist, device = init_distributed(pick_device(config.device.device))
+    if requested.outputs.resume and checkpoint is None:
+        checkpoint = load_checkpoint(requested.outputs.resume)
+    dist, device = init_distributed(pick_device(requested.device.device))
     log = partial(print, file=sys.stderr)
     try:
         with dist.main_first():  # the text first: a bad --data is refused before any download
-            data = load_data(config, get_tokenizer(), dist, log)
-        if not isinstance(data, list) and len(data) < 2:
-            raise DataError(f"{config.data.data}: too short: {len(data)} token, scoring needs 2")
-        started = start_model(config, checkpoint, dist, device, log)
-        model, config = started.model, started.config
+            data = load_run_data(requested, get_tokenizer(), log, split=False)
+        started = start_model(requested, checkpoint, dist, device, log)
+        config = started.config  # resolved against the weights
         autocast = make_autocast(device, config.device.dtype)
-        if isinstance(data, list):  # instruction records: the responses' loss
-            with autocast():
-                score = score_responses(model, data, get_tokenizer(), device)
-        else:
-            score = score_tokens(model, data, batch_size=config.train.batch_size, autocast=autocast)
+        score = data.score(started.model, config.train.batch_size, autocast)
         if dist.is_main:
             print(f"{score} of {shown_path(config.data.data)}")
         return score
@@ -146,22 +131,26 @@ def eval_run(config: RunConfig, checkpoint: dict | None = None) -> TextScore:
         shutdown_distributed(dist)
 
 
-def _train(config: RunConfig, checkpoint: dict | None, dist: Dist, device) -> TrainResult:
+def _train(requested: RunConfig, checkpoint: dict | None, dist: Dist, device) -> TrainResult:
     print0 = print if dist.is_main else lambda *a, **k: None
-    allow_tf32(config.device.tf32)
-    if config.lora.enabled or config.train.activation_checkpointing:
+    allow_tf32(requested.device.tf32)
+    if requested.lora.enabled or requested.train.activation_checkpointing:
         return_freed_memory()  # what these runs save would otherwise stay in malloc's heap
-    tokenizer, data = get_tokenizer(), config.data
+    tokenizer = get_tokenizer()
     with dist.main_first():  # rank 0 tokenizes into the cache first; the others then read it
-        corpus = load_data(config, tokenizer, dist, print0, split=True)
+        data = load_run_data(requested, tokenizer, print0, split=True)
     checks = partial(preflight, device, dist)
-    started = start_model(config, checkpoint, dist, device, print0, checks)
-    model, config = started.model, started.config
-    train_windows, val_windows, prompt = windows(config, corpus, model.cfg, dist)
+    started = start_model(requested, checkpoint, dist, device, print0, checks)
+    model, config = started.model, started.config  # resolved against the weights
+    t = config.train
+    train_windows, val_windows = data.batches(
+        config, model.cfg, t.batch_size * t.grad_accum * dist.world_size
+    )
+    prompt = data.sample_prompt(config.report.start_context)
     show_model(model, started.origin, device, dist, print0)
 
     print0(banner("TRAINING OUR GPT MODEL"))
-    print0(f"\nLoaded training data from: {shown_path(data.data)}")
+    print0(f"\nLoaded training data from: {shown_path(config.data.data)}")
     show_settings(config, checkpoint, device, print0)
     trainer = make_trainer(config, model, train_windows, val_windows, device, dist)
     if checkpoint:
@@ -172,7 +161,7 @@ def _train(config: RunConfig, checkpoint: dict | None, dist: Dist, device) -> Tr
         )
     else:
         print0("Starting Training...")
-    template = {"template": "alpaca"} if isinstance(corpus, tuple) else None
+    template = {"template": data.template} if data.template else None
     files = RunOutputs(
         config.outputs.output_dir, trainer, config.to_dict(), template, started.adapter
     )
@@ -318,50 +307,6 @@ def show_model(model: GPTModel, origin: str | None, device, dist: Dist, print0: 
 
 def shown_path(path):
     return DEFAULT_DATA.name if path == DEFAULT_DATA else path  # the seed's "the-verdict.txt"
-
-
-def load_data(config: RunConfig, tokenizer, dist: Dist, log, split: bool = False):
-    """--data's tokens (a Corpus split for training, or all of them), or for instruction
-    data its records (split: the training and validation records)."""
-    data = config.data
-    if is_instruction_file(data.data):
-        records = load_instructions(data.data)
-        return (
-            split_instructions(records, data.share(True), config.train.seed) if split else records
-        )
-    given = [
-        flag
-        for flag, value in (("--mask-prompt", data.mask_prompt), ("--max-length", data.max_length))
-        if value
-    ]
-    if given:
-        raise UserError(f"{given[0]} is for instruction data; {data.data} is text to train on")
-    if not split:
-        return load_tokens(data.data, tokenizer, data.memmap or None, log, data.text_field)
-    return load_corpus(
-        data.data, tokenizer, data.share(False), data.memmap or None, log, data.text_field
-    )
-
-
-def windows(config: RunConfig, data, cfg: GPTConfig, dist: Dist):
-    """Training and validation batches over --data for the model's context, and the prompt
-    the samples complete: --start-context, or the first validation instruction's."""
-    t = config.train
-    global_batch = t.batch_size * t.grad_accum * dist.world_size
-    if isinstance(data, tuple):  # instruction records, training and validation
-        length = min(config.data.max_length or cfg.context_length, cfg.context_length)
-        train, val = (
-            InstructionBatches.of(records, get_tokenizer(), length, config.data.mask_prompt)
-            for records in data
-        )
-        return train, val, format_input(data[1][0]) + RESPONSE
-    try:
-        train, val = data.windows(
-            cfg.context_length, config.data.stride or cfg.context_length, global_batch
-        )
-    except DataError as e:  # too short: name the data
-        raise DataError(f"{config.data.data}: {e}") from None
-    return train, val, config.report.start_context
 
 
 def run_training(

@@ -42,7 +42,7 @@ Checks = Callable[[RunConfig, GPTConfig, bool], None]
 
 
 def start_model(
-    config: RunConfig,
+    requested: RunConfig,
     checkpoint: dict | None,
     dist: Dist,
     device,
@@ -56,23 +56,25 @@ def start_model(
     their shape is known beforehand), and once they are.
     """
     checks = checks or (lambda config, cfg, tied: None)
-    torch.manual_seed(config.train.seed + dist.rank)  # rank 0 as one process; DDP copies it
+    torch.manual_seed(requested.train.seed + dist.rank)  # rank 0 as one process; DDP copies it
     saved_lora = checkpoint.get("lora") if checkpoint else None
     if checkpoint:
-        saved = checkpoint_config(checkpoint, config.outputs.resume)
-        check_resumed_shape(config, saved)
+        saved = checkpoint_config(checkpoint, requested.outputs.resume)
+        check_resumed_shape(requested, saved)
     if checkpoint and saved_lora is None:
-        config = config.resolve(saved)
+        config = requested.resolve(saved)
         model = model_from_state(
             replace(saved, drop_rate=config.model.drop_rate), checkpoint["model"]
         )
         checks(config, model.cfg, model.is_tied)
         return StartedModel(model.to(device), str(config.outputs.resume), config)
-    adapter = None
-    if config.lora.lora_adapter and not checkpoint:
-        adapter, tensors = read_adapter(config.lora.lora_adapter)
-        config = replace(config, lora=config.lora.with_adapter(adapter))
-    model, origin, config, base = base_model(config, dist, device, log, checks)
+    adapter, tensors = None, None
+    if requested.lora.lora_adapter and not checkpoint:
+        adapter, tensors = read_adapter(requested.lora.lora_adapter)
+    lora = requested.lora.with_adapter(adapter) if adapter else requested.lora
+    model, origin, config, base = base_model(
+        replace(requested, lora=lora), dist, device, log, checks
+    )
     if not config.lora.enabled:
         return StartedModel(model, origin, config)
     # The adapters' initial values draw from a generator of their own: the global one, which
@@ -106,28 +108,28 @@ def check_resumed_shape(config: RunConfig, saved: GPTConfig) -> None:
 
 
 def base_model(
-    config: RunConfig, dist: Dist, device, log: Callable, checks: Checks
+    requested: RunConfig, dist: Dist, device, log: Callable, checks: Checks
 ) -> tuple[GPTModel, str | None, RunConfig, str | None]:
     """--init-from's weights (at the run's context and dropout) or a new model; where they came
     from; the config resolved against them; with LoRA, the fingerprint of the full weights."""
-    lora = config.lora
-    if not config.is_fine_tuning:
-        config = config.resolve()
+    lora = requested.lora
+    if not requested.is_fine_tuning:
+        config = requested.resolve()
         cfg = config.gpt_config(get_tokenizer().n_vocab)
         checks(config, cfg, False)
         model = GPTModel(cfg)
         return model.to(device), None, config, fingerprint(model) if lora.enabled else None
-    source = config.model.init_from
+    source = requested.model.init_from
     if peeked := source_config(source):  # refuse a bad shape or size before loading
         expected, tied = peeked
-        resolved = config.resolve(expected)
+        resolved = requested.resolve(expected)
         checks(resolved, replace(expected, context_length=resolved.model.context_length), tied)
     linear_dtype = lora.dtype if lora.enabled else torch.float32
     with dist.main_first():  # rank 0 downloads or converts first; the others then read it
-        model = load_model(source, device, linear_dtype, download=config.download, log=log)
+        model = load_model(source, device, linear_dtype, download=requested.download, log=log)
     origin = model.origin
     base = fingerprint(model) if lora.enabled else None  # before a shorter context cuts it
-    config = config.resolve(model.cfg)
+    config = requested.resolve(model.cfg)
     model = reshaped(model, config.model.context_length, config.model.drop_rate)
     checks(config, model.cfg, model.is_tied)
     return model, origin, config, base
