@@ -24,16 +24,11 @@ from mygpt.inference.generate import (
     stream_text,
 )
 from mygpt.inference.precision import for_inference
+from mygpt.io.checkpoint import load_checkpoint, save_checkpoint
 from mygpt.io.gpt2 import DownloadError, download_gpt2, load_gpt2
 from mygpt.io.load import DownloadSettings, gpt2_folder, load_model, load_weights, reshaped
-from mygpt.io.model_files import (
-    load_checkpoint,
-    save_checkpoint,
-    save_model,
-)
-from mygpt.io.model_files import (
-    read_trained_model as load_trained_model,
-)
+from mygpt.io.load import read_trained_model as load_trained_model
+from mygpt.io.model_files import save_model
 from mygpt.lora import LoRASettings
 from mygpt.model import GPTModel, KVCache
 from mygpt.tokenizer import get_tokenizer, text_to_token_ids, token_ids_to_text

@@ -45,3 +45,22 @@ def test_a_tied_checkpoint_state_loads_tied(tmp_path):
     loaded = model_from_state(TINY, untied.state_dict())
     assert not loaded.is_tied
     assert torch.equal(loaded.out_head.weight, untied.out_head.weight)
+
+
+def test_a_run_writes_the_current_format_and_a_newer_one_is_refused(v1_here, tmp_path):
+    """checkpoint.pt as io/checkpoint.py describes it: format 2, every field a run resumes from."""
+    from mygpt.io.checkpoint import FORMAT, Checkpoint, read_checkpoint
+
+    flags = "--emb-dim 32 --n-layers 1 --n-heads 2 --context-length 32 --max-steps 2"
+    done = v1_here(*flags.split(), "--save-every", "2", "--output-dir", tmp_path / "run")
+    assert done.returncode == 0, done.stderr
+    path = tmp_path / "run" / "checkpoint.pt"
+    saved = torch.load(path, weights_only=True)
+    assert saved["format"] == FORMAT == 2
+    assert set(saved) == {"format", "model", "config", "optimizer", "state", "data", "rng", "run"}
+    checkpoint = read_checkpoint(path)
+    assert isinstance(checkpoint, Checkpoint) and checkpoint.state["step"] == 2
+    assert Checkpoint.from_dict(checkpoint.to_dict(), path) == checkpoint
+    torch.save({**saved, "format": 3}, tmp_path / "newer.pt")
+    with pytest.raises(UserError, match="format 3, written by a newer MyGPT than this one"):
+        read_checkpoint(tmp_path / "newer.pt")

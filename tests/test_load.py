@@ -9,7 +9,7 @@ import torch
 from conftest import ROOT
 
 from mygpt import GPTConfig, GPTModel, UserError, export_hf, load_model, save_model
-from mygpt.io.model_files import save_checkpoint
+from mygpt.io.checkpoint import save_checkpoint
 
 SMALL = GPTConfig(context_length=32, emb_dim=32, n_heads=2, n_layers=1, drop_rate=0.0)
 IDS = torch.tensor([[464, 1893, 286, 257, 649, 3303]])

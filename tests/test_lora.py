@@ -276,9 +276,15 @@ def test_preflight_names_the_lora_settings_that_fit(monkeypatch):
 
 
 def test_a_lora_checkpoint_is_not_taken_for_weights(tmp_path):
-    from mygpt import load_trained_model, save_checkpoint
+    from dataclasses import asdict
 
-    path = save_checkpoint({"model": {}, "config": {}, "lora": {}}, tmp_path / "checkpoint.pt")
+    from mygpt import load_trained_model
+    from mygpt.lora import AdapterInfo
+
+    cfg = GPTConfig(context_length=32, emb_dim=32, n_heads=2, n_layers=1)
+    info = AdapterInfo(4, 4.0, ("query",), "base.safetensors", "0" * 32, cfg)
+    path = tmp_path / "checkpoint.pt"
+    torch.save({"model": {}, "config": asdict(cfg), "lora": info.to_dict()}, path)
     with pytest.raises(UserError, match="holds only its adapters; use the run's model.safetensors"):
         load_trained_model(path)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 
 from mygpt.cli.common import HelpFormatter, add_settings, given_flags, run_main
-from mygpt.io.model_files import load_checkpoint
+from mygpt.io.checkpoint import Checkpoint, read_checkpoint
 from mygpt.training.run_config import GROUPS, RunConfig, parts, refuse_ignored_flags
 from mygpt.training.runner import eval_run, saved_config, train_run
 
@@ -25,7 +25,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
 
 def parse_args(
     argv: list[str] | None = None, prog: str | None = None
-) -> tuple[RunConfig, dict | None]:
+) -> tuple[RunConfig, Checkpoint | None]:
     """The run's configuration: the defaults, or --resume's saved run, with the flags given
     on the command line applied over them; and --resume's checkpoint."""
     given = given_flags(build_parser(prog).parse_args(argv))
@@ -33,7 +33,7 @@ def parse_args(
     if resume is None:
         refuse_ignored_flags(given, None)
         return RunConfig().with_flags(given), None
-    checkpoint = load_checkpoint(resume)
+    checkpoint = read_checkpoint(resume, resume=True)
     saved = saved_config(checkpoint, resume)
     refuse_ignored_flags(given, saved)
     return saved.with_flags(given), checkpoint

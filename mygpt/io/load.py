@@ -17,14 +17,17 @@ from safetensors import SafetensorError
 from mygpt.cli.settings import as_paths, setting
 from mygpt.config import GPT2_SIZES, GPTConfig, gpt2_config
 from mygpt.errors import UserError
+from mygpt.io.checkpoint import read_checkpoint, reason
+from mygpt.io.files import check_readable
 from mygpt.io.gpt2 import RetryPolicy, default_models_dir, download_gpt2, load_gpt2
 from mygpt.io.gpt2.convert import folder_config
 from mygpt.io.gpt2.download import download_size
 from mygpt.io.model_files import (
+    as_stored,
     check_finite,
     model_from_state,
     read_metadata,
-    read_trained_model,
+    read_model,
 )
 from mygpt.lora import (
     LoRASettings,
@@ -178,3 +181,33 @@ def reshaped(model: GPTModel, context_length: int, drop_rate: float) -> GPTModel
     if model.is_tied:
         del state["out_head.weight"]
     return model_from_state(cfg, state).train(model.training)
+
+
+def read_trained_model(
+    path: str | Path,
+    device: torch.device | str = "cpu",
+    linear_dtype: torch.dtype = torch.float32,
+) -> GPTModel:
+    """A GPTModel from weights written by v1: model.safetensors or a training checkpoint."""
+    path = Path(path)
+    check_readable(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such file")
+    with open(path, "rb") as f:
+        magic = f.read(16)
+    if path.suffix == ".safetensors" or magic[8:9] == b"{":  # a safetensors header is JSON
+        try:
+            return read_model(path, device, linear_dtype)
+        except (KeyError, OSError, ValueError, TypeError, SafetensorError) as e:
+            raise UserError(
+                f"{path}: damaged or not weights saved by MyGPT ({reason(e)})"
+            ) from None
+    ckpt = read_checkpoint(path, device)
+    if ckpt.lora is not None:
+        raise UserError(
+            f"{path}: a LoRA run's checkpoint holds only its adapters; use the run's "
+            "model.safetensors (base and adapters merged), or its adapter.safetensors with "
+            "--lora-adapter on its base weights"
+        )
+    state = {k: as_stored(k, v, linear_dtype) for k, v in ckpt.model.items()}
+    return model_from_state(ckpt.config, state).eval()

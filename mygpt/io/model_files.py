@@ -1,21 +1,19 @@
-"""Files of trained models: safetensors weights with their GPTConfig, and training checkpoints."""
+"""model.safetensors: a model's weights with its GPTConfig, written whole and read checked."""
 
 from __future__ import annotations
 
 import json
-import pickle
 import re
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
+from safetensors import safe_open
 from safetensors.torch import save_file
 
 from mygpt.config import GPTConfig
 from mygpt.errors import NonFiniteError, UserError
-from mygpt.io.files import check_readable, write_atomically
+from mygpt.io.files import write_atomically
 from mygpt.model import GPTModel
 
 
@@ -125,86 +123,3 @@ def model_from_state(cfg: GPTConfig, state: dict[str, torch.Tensor]) -> GPTModel
         model = GPTModel(cfg)
     model.load_state_dict(state, assign=True)
     return model.tie_weights() if tied else model
-
-
-def save_checkpoint(checkpoint: dict[str, Any], path: str | Path) -> Path:
-    """Write a training checkpoint (Trainer.state_dict() and more) atomically."""
-
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as f:  # Python's writes: a full disk's OSError is then kept
-            torch.save(checkpoint, f)
-
-    return write_atomically(Path(path), write)
-
-
-def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> dict[str, Any]:
-    """A training checkpoint, read without unpickling code (weights_only)."""
-    check_readable(path)
-    try:
-        checkpoint = torch.load(path, map_location=device, weights_only=True)
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise UserError(f"{path}: is a folder, not a checkpoint file") from None
-    except Exception as e:  # whatever a damaged file makes the reader raise, it is damaged
-        raise UserError(f"{path}: damaged or not a PyTorch checkpoint ({_reason(e)})") from None
-    if not isinstance(checkpoint, dict) or not {"model", "config"} <= checkpoint.keys():
-        raise UserError(f"{path}: not a MyGPT training checkpoint")
-    return checkpoint
-
-
-def checkpoint_config(checkpoint: dict[str, Any], path: str | Path) -> GPTConfig:
-    """The model shape a training checkpoint records, checked against its tensors (a LoRA
-    run's holds only its adapters); else a UserError naming `path`."""
-    model = checkpoint["model"]
-    try:
-        cfg = GPTConfig.from_dict(checkpoint["config"])
-        if not isinstance(model, dict) or not all(torch.is_tensor(t) for t in model.values()):
-            raise ValueError("its model is not a dict of tensors")
-        if "lora" not in checkpoint:
-            layout = {k: (tuple(t.shape), t.is_floating_point()) for k, t in model.items()}
-            check_tensors(cfg, layout)
-            if bad := nonfinite_tensor(model):
-                raise ValueError(f"{bad} holds nan or infinite values")
-        return cfg
-    except ValueError as e:
-        raise UserError(f"{path}: damaged or not a MyGPT training checkpoint ({e})") from None
-
-
-def _reason(e: Exception) -> str:
-    """The first sentence of an exception's message, for a one-line error."""
-    if isinstance(e, pickle.UnpicklingError):
-        return "its pickled data cannot be read"  # PyTorch adds a long weights_only advice
-    first = str(e).strip().split("\n")[0].split(". ")[0]
-    return first[:120] or type(e).__name__
-
-
-def read_trained_model(
-    path: str | Path,
-    device: torch.device | str = "cpu",
-    linear_dtype: torch.dtype = torch.float32,
-) -> GPTModel:
-    """A GPTModel from weights written by v1: model.safetensors or a training checkpoint."""
-    path = Path(path)
-    check_readable(path)
-    if not path.is_file():
-        raise UserError(f"{path}: no such file")
-    with open(path, "rb") as f:
-        magic = f.read(16)
-    if path.suffix == ".safetensors" or magic[8:9] == b"{":  # a safetensors header is JSON
-        try:
-            return read_model(path, device, linear_dtype)
-        except (KeyError, OSError, ValueError, TypeError, SafetensorError) as e:
-            raise UserError(
-                f"{path}: damaged or not weights saved by MyGPT ({_reason(e)})"
-            ) from None
-    ckpt = load_checkpoint(path, device)
-    if "lora" in ckpt:
-        raise UserError(
-            f"{path}: a LoRA run's checkpoint holds only its adapters; use the run's "
-            "model.safetensors (base and adapters merged), or its adapter.safetensors with "
-            "--lora-adapter on its base weights"
-        )
-    cfg = checkpoint_config(ckpt, path)
-    state = {k: as_stored(k, v, linear_dtype) for k, v in ckpt["model"].items()}
-    return model_from_state(cfg, state).eval()

@@ -16,7 +16,8 @@ from typing import Any
 from tqdm import tqdm
 
 from mygpt.errors import SaveError, UserError
-from mygpt.io.model_files import save_checkpoint, save_model
+from mygpt.io.checkpoint import Checkpoint, write_checkpoint
+from mygpt.io.model_files import save_model
 from mygpt.lora import AdapterInfo, merged, save_adapter
 from mygpt.training.plot import plot_losses
 from mygpt.training.trainer import Trainer
@@ -97,8 +98,8 @@ class RunOutputs:
         state = self.trainer.state_dict()
         if self.trainer.dist.is_main:
             try:
-                lora = {"lora": self.adapter.to_dict()} if self.adapter else {}
-                save_checkpoint({**state, "run": self.run, **lora}, self.checkpoint_path)
+                checkpoint = Checkpoint(**state, run=self.run, lora=self.adapter)
+                write_checkpoint(checkpoint, self.checkpoint_path)
             except OSError as e:
                 raise self.lost(what, self.checkpoint_path, e) from None
         self.saved_step = self.trainer.state.step

@@ -29,10 +29,10 @@ from mygpt.devices import (
     resolve_dtype,
     return_freed_memory,
 )
-from mygpt.errors import NonFiniteError, SaveError, UserError
+from mygpt.errors import NonFiniteError, SaveError
 from mygpt.evaluation.score import TextScore
+from mygpt.io.checkpoint import Checkpoint, read_checkpoint
 from mygpt.io.files import removed_if_left_empty
-from mygpt.io.model_files import load_checkpoint
 from mygpt.lora import (
     check_rank,
     has_lora,
@@ -81,16 +81,15 @@ class TrainResult:
         return 0 if self.stopped_by is None else 128 + self.stopped_by
 
 
-def saved_config(checkpoint: dict, path) -> RunConfig:
+def saved_config(checkpoint: Checkpoint, path) -> RunConfig:
     """The run configuration a checkpoint was written with, also by MyGPT before RunConfig."""
-    if "run" in checkpoint:
-        return RunConfig.from_dict(checkpoint["run"])
-    if "args" in checkpoint:  # the flags of the script as it was before, flat
-        return RunConfig.from_flags(checkpoint["args"])
-    raise UserError(f"{path}: not a checkpoint of this script")
+    checkpoint.require_resumable(path)
+    if checkpoint.run is not None:
+        return RunConfig.from_dict(checkpoint.run)
+    return RunConfig.from_flags(checkpoint.args)  # the script's flags as they were, flat
 
 
-def train_run(requested: RunConfig, checkpoint: dict | None = None) -> TrainResult:
+def train_run(requested: RunConfig, checkpoint: Checkpoint | None = None) -> TrainResult:
     """Train as v1 does: checks, model, data, the loop with its reports, the plot and weights.
 
     With --resume, `checkpoint` is its contents when already read (else it is read here).
@@ -98,7 +97,7 @@ def train_run(requested: RunConfig, checkpoint: dict | None = None) -> TrainResu
     # A new model's shape is known now: a bad one is refused before anything is read.
     config = requested if requested.is_fine_tuning else requested.resolve()
     if config.outputs.resume and checkpoint is None:
-        checkpoint = load_checkpoint(config.outputs.resume)
+        checkpoint = read_checkpoint(config.outputs.resume, resume=True)
     dist, device = init_distributed(pick_device(config.device.device))
     try:
         if not dist.is_main:  # rank 0 holds the output folder for all of them
@@ -111,10 +110,10 @@ def train_run(requested: RunConfig, checkpoint: dict | None = None) -> TrainResu
         shutdown_distributed(dist)
 
 
-def eval_run(requested: RunConfig, checkpoint: dict | None = None) -> TextScore:
+def eval_run(requested: RunConfig, checkpoint: Checkpoint | None = None) -> TextScore:
     """--eval-only: the model's loss on all of --data, one line on stdout (the rest on stderr)."""
     if requested.outputs.resume and checkpoint is None:
-        checkpoint = load_checkpoint(requested.outputs.resume)
+        checkpoint = read_checkpoint(requested.outputs.resume, resume=True)
     dist, device = init_distributed(pick_device(requested.device.device))
     log = partial(print, file=sys.stderr)
     try:
@@ -131,7 +130,7 @@ def eval_run(requested: RunConfig, checkpoint: dict | None = None) -> TextScore:
         shutdown_distributed(dist)
 
 
-def _train(requested: RunConfig, checkpoint: dict | None, dist: Dist, device) -> TrainResult:
+def _train(requested: RunConfig, checkpoint: Checkpoint | None, dist: Dist, device) -> TrainResult:
     print0 = print if dist.is_main else lambda *a, **k: None
     allow_tf32(requested.device.tf32)
     if requested.lora.enabled or requested.train.activation_checkpointing:
@@ -207,7 +206,7 @@ def finish(
         print0(f"Checkpoint saved to: {files.checkpoint_path}")
 
 
-def show_settings(config: RunConfig, checkpoint: dict | None, device, print0) -> None:
+def show_settings(config: RunConfig, checkpoint: Checkpoint | None, device, print0) -> None:
     """What --dtype auto chose, and the settings a fine-tuning run defaults to."""
     if config.device.dtype == "auto":
         native = "native" if has_native_bfloat16(device) else "not native"

@@ -11,8 +11,9 @@ import torch
 from mygpt.cli.settings import flag_of
 from mygpt.config import GPTConfig
 from mygpt.errors import UserError
+from mygpt.io.checkpoint import Checkpoint
 from mygpt.io.load import load_model, reshaped, source_config
-from mygpt.io.model_files import checkpoint_config, model_from_state
+from mygpt.io.model_files import model_from_state
 from mygpt.lora import (
     AdapterInfo,
     apply_lora,
@@ -43,7 +44,7 @@ Checks = Callable[[RunConfig, GPTConfig, bool], None]
 
 def start_model(
     requested: RunConfig,
-    checkpoint: dict | None,
+    checkpoint: Checkpoint | None,
     dist: Dist,
     device,
     log: Callable,
@@ -57,15 +58,13 @@ def start_model(
     """
     checks = checks or (lambda config, cfg, tied: None)
     torch.manual_seed(requested.train.seed + dist.rank)  # rank 0 as one process; DDP copies it
-    saved_lora = checkpoint.get("lora") if checkpoint else None
+    saved_lora = checkpoint.lora if checkpoint else None
     if checkpoint:
-        saved = checkpoint_config(checkpoint, requested.outputs.resume)
+        saved = checkpoint.config
         check_resumed_shape(requested, saved)
     if checkpoint and saved_lora is None:
         config = requested.resolve(saved)
-        model = model_from_state(
-            replace(saved, drop_rate=config.model.drop_rate), checkpoint["model"]
-        )
+        model = model_from_state(replace(saved, drop_rate=config.model.drop_rate), checkpoint.model)
         checks(config, model.cfg, model.is_tied)
         return StartedModel(model.to(device), str(config.outputs.resume), config)
     adapter, tensors = None, None
@@ -86,8 +85,8 @@ def start_model(
     source = config.model.init_from or f"a new model (--seed {config.train.seed})"
     if saved_lora is not None:  # --resume: the checkpoint's adapters
         resumed = f"--resume {config.outputs.resume}"
-        check_base(AdapterInfo.from_dict(saved_lora), base, source, resumed)
-        load_adapter_state(model, checkpoint["model"])
+        check_base(saved_lora, base, source, resumed)
+        load_adapter_state(model, checkpoint.model)
     elif adapter is not None:
         check_base(adapter, base, source, f"--lora-adapter {config.lora.lora_adapter}")
         load_adapter_state(model, tensors)

@@ -30,6 +30,7 @@ from mygpt.cli.settings import (
 )
 from mygpt.data.windows import TokenWindows, WindowOrder
 from mygpt.errors import NonFiniteError, UserError
+from mygpt.io.checkpoint import Checkpoint
 from mygpt.lora import adapter_state, has_lora, load_adapter_state
 from mygpt.model import GPTModel
 from mygpt.training.distributed import Dist
@@ -312,7 +313,7 @@ class Trainer:
         """Everything to resume from here (collective under torchrun: every process calls it)."""
         return trainer_state(self)
 
-    def load_state_dict(self, ckpt: dict[str, Any]) -> None:
+    def load_state_dict(self, ckpt: Checkpoint) -> None:
         """Continue from a `state_dict()`: the next step is the one the saved run would take."""
         restore_trainer(self, ckpt)
 
@@ -368,14 +369,15 @@ def data_signature(trainer: Trainer) -> dict[str, int]:
 
 
 def trainer_state(trainer: Trainer) -> dict[str, Any]:
-    """Weights, optimizer, position in the data and every process's RNG (collective)."""
+    """Weights, optimizer, position in the data and every process's RNG (collective): the
+    trainer's fields of a Checkpoint."""
     rng = {"cpu": torch.get_rng_state()}
     if trainer.device.type == "cuda":
         rng["cuda"] = torch.cuda.get_rng_state(trainer.device)
     gpt = trainer.gpt
     return {
         "model": adapter_state(gpt) if has_lora(gpt) else gpt.state_dict(),  # LoRA: adapters
-        "config": asdict(gpt.cfg),
+        "config": gpt.cfg,
         "optimizer": trainer.optimizer.state_dict(),
         "state": asdict(trainer.state),
         "data": data_signature(trainer),
@@ -383,20 +385,20 @@ def trainer_state(trainer: Trainer) -> dict[str, Any]:
     }
 
 
-def restore_trainer(trainer: Trainer, ckpt: dict[str, Any]) -> None:
+def restore_trainer(trainer: Trainer, ckpt: Checkpoint) -> None:
     """The inverse of trainer_state; other data or windows than the checkpoint's: a UserError."""
-    if ckpt["data"] != data_signature(trainer):
+    if ckpt.data != data_signature(trainer):
         raise UserError(
-            f"the checkpoint was trained on other data or windows ({ckpt['data']}); "
+            f"the checkpoint was trained on other data or windows ({ckpt.data}); "
             f"this run has {data_signature(trainer)}"
         )
     if has_lora(trainer.gpt):
-        load_adapter_state(trainer.gpt, ckpt["model"])
+        load_adapter_state(trainer.gpt, ckpt.model)
     else:
-        trainer.gpt.load_state_dict(ckpt["model"])
-    trainer.optimizer.load_state_dict(ckpt["optimizer"])
-    trainer.state = TrainState(**ckpt["state"])
-    rngs, rank = ckpt["rng"], trainer.dist.rank
+        trainer.gpt.load_state_dict(ckpt.model)
+    trainer.optimizer.load_state_dict(ckpt.optimizer)
+    trainer.state = TrainState(**ckpt.state)
+    rngs, rank = ckpt.rng, trainer.dist.rank
     if rank < len(rngs):  # a process the saved run did not have keeps its seed
         torch.set_rng_state(rngs[rank]["cpu"])
         if "cuda" in rngs[rank] and trainer.device.type == "cuda":
