@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-from mygpt.cli.settings import setting
 from mygpt.errors import UserError
+from mygpt.settings import setting
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 DTYPE_CHOICES = ("float32", "bfloat16", "auto")

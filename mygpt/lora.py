@@ -21,12 +21,12 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
-from mygpt.cli.settings import as_paths, require, setting
 from mygpt.config import GPTConfig
 from mygpt.errors import UserError
 from mygpt.io.files import check_readable, write_atomically
 from mygpt.io.model_files import model_from_state
 from mygpt.model import GPTModel
+from mygpt.settings import as_paths, require, setting
 
 LORA = "LoRA: train low-rank adapters instead of the weights"  # the group of v1's --help
 # --lora-targets names: where each Linear sits in a TransformerBlock.

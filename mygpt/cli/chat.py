@@ -12,12 +12,12 @@ from mygpt.cli.common import (
     HelpFormatter,
     add_download_flags,
     add_settings,
-    banner,
     download_settings,
     run_main,
     settings_from,
 )
 from mygpt.config import GPT2_SIZES
+from mygpt.console import banner
 from mygpt.devices import DeviceSettings, allow_tf32, make_autocast, pick_device
 from mygpt.inference.chat import ChatOptions, chat
 from mygpt.inference.fast import compile_for_generation

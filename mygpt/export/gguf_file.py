@@ -14,8 +14,7 @@ import gguf
 import numpy as np
 
 from mygpt.export.tensors import fused_qkv, plain
-from mygpt.inference.chat import CHAT_SAMPLING
-from mygpt.inference.generate import Sampling
+from mygpt.inference.generate import CHAT_SAMPLING, Sampling
 from mygpt.io.files import write_atomically
 from mygpt.model import GPTModel
 from mygpt.tokenizer import ENDOFTEXT_ID, gpt2_vocab

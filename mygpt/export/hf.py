@@ -13,8 +13,7 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from mygpt.export.tensors import fused_qkv, plain
-from mygpt.inference.chat import CHAT_SAMPLING
-from mygpt.inference.generate import Sampling
+from mygpt.inference.generate import CHAT_SAMPLING, Sampling
 from mygpt.io.files import write_atomically, write_folder_atomically
 from mygpt.model import GPTModel
 from mygpt.tokenizer import ASSETS, ENDOFTEXT, ENDOFTEXT_ID

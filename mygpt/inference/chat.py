@@ -18,16 +18,13 @@ from typing import TextIO
 import tiktoken
 import torch
 
-from mygpt.cli.settings import check_seed, require_seed, setting
 from mygpt.data.instruct import RESPONSE, TEMPLATES, format_input
 from mygpt.errors import Terminated, UserError
-from mygpt.inference.generate import Sampling, stream_text
+from mygpt.inference.generate import CHAT_SAMPLING, Sampling, stream_text
 from mygpt.inference.precision import PRECISIONS
 from mygpt.model import GPTModel
-from mygpt.tokenizer import ENDOFTEXT_ID
+from mygpt.settings import check_seed, require_seed, setting
 
-# The chat's sampling unless flags or /set change it; exported models carry the same defaults.
-CHAT_SAMPLING = Sampling(max_new_tokens=50, temperature=0.7, top_k=40, eos_id=ENDOFTEXT_ID)
 CHAT = "chat"  # the group of v2's flags
 
 

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from mygpt.model import GPTModel
+from mygpt.tokenizer import ENDOFTEXT_ID
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,10 @@ class Sampling:
     def with_(self, **changes) -> Sampling:
         """A copy with some fields changed; None values leave a field as it is."""
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+# The chat's sampling unless flags or /set change it; exported models carry the same defaults.
+CHAT_SAMPLING = Sampling(max_new_tokens=50, temperature=0.7, top_k=40, eos_id=ENDOFTEXT_ID)
 
 
 SAMPLING_FIELDS = tuple(f.name for f in fields(Sampling))

@@ -56,7 +56,7 @@ class Checkpoint:
             values = {k: v for k, v in saved.items() if k in known}
             values["format"] = saved.get("format", 1)
             values["config"] = GPTConfig.from_dict(saved["config"])
-            if saved.get("lora") is not None:
+            if values.get("lora") is not None:
                 values["lora"] = AdapterInfo.from_dict(saved["lora"])
             checkpoint = cls(**values)
             checkpoint._check()

@@ -14,7 +14,6 @@ from typing import Literal
 import torch
 from safetensors import SafetensorError
 
-from mygpt.cli.settings import as_paths, setting
 from mygpt.config import GPT2_SIZES, GPTConfig, gpt2_config
 from mygpt.errors import UserError
 from mygpt.io.checkpoint import read_checkpoint, reason
@@ -39,6 +38,7 @@ from mygpt.lora import (
     read_adapter,
 )
 from mygpt.model import GPTModel
+from mygpt.settings import as_paths, setting
 
 MODEL = "model"  # the group of v1's --help
 

@@ -16,7 +16,7 @@ from typing import Any
 from tqdm import tqdm
 
 from mygpt.errors import SaveError, UserError
-from mygpt.io.checkpoint import Checkpoint, write_checkpoint
+from mygpt.io.checkpoint import FORMAT, Checkpoint, write_checkpoint
 from mygpt.io.model_files import save_model
 from mygpt.lora import AdapterInfo, merged, save_adapter
 from mygpt.training.plot import plot_losses
@@ -98,7 +98,9 @@ class RunOutputs:
         state = self.trainer.state_dict()
         if self.trainer.dist.is_main:
             try:
-                checkpoint = Checkpoint(**state, run=self.run, lora=self.adapter)
+                lora = self.adapter.to_dict() if self.adapter else None
+                saved = {**state, "run": self.run, "lora": lora, "format": FORMAT}
+                checkpoint = Checkpoint.from_dict(saved, self.checkpoint_path)
                 write_checkpoint(checkpoint, self.checkpoint_path)
             except OSError as e:
                 raise self.lost(what, self.checkpoint_path, e) from None

@@ -14,7 +14,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from mygpt.cli.settings import (
+from mygpt.config import GPTConfig
+from mygpt.data.corpus import IN_MEMORY_LIMIT
+from mygpt.devices import DeviceSettings
+from mygpt.errors import UserError
+from mygpt.io.load import MODEL, DownloadSettings
+from mygpt.lora import LORA, LoRASettings
+from mygpt.settings import (
     as_paths,
     flag_fields,
     flag_of,
@@ -23,12 +29,6 @@ from mygpt.cli.settings import (
     require_positive,
     setting,
 )
-from mygpt.config import GPTConfig
-from mygpt.data.corpus import IN_MEMORY_LIMIT
-from mygpt.devices import DeviceSettings
-from mygpt.errors import UserError
-from mygpt.io.load import MODEL, DownloadSettings
-from mygpt.lora import LORA, LoRASettings
 from mygpt.tokenizer import ASSETS
 from mygpt.training.trainer import FROM_SCRATCH_LR, REPORTS, TrainSettings
 

@@ -17,8 +17,8 @@ import torch
 from tqdm import tqdm
 
 from mygpt.book import progress_line, sample_line
-from mygpt.cli.common import GracefulStop, banner
 from mygpt.config import GPTConfig
+from mygpt.console import GracefulStop, banner
 from mygpt.data.windows import TokenWindows
 from mygpt.devices import (
     allow_tf32,
@@ -153,7 +153,7 @@ def _train(requested: RunConfig, checkpoint: Checkpoint | None, dist: Dist, devi
     show_settings(config, checkpoint, device, print0)
     trainer = make_trainer(config, model, train_windows, val_windows, device, dist)
     if checkpoint:
-        trainer.load_state_dict(checkpoint)
+        trainer.load_state_dict(checkpoint.to_dict())
         print0(
             f"Resuming from {config.outputs.resume} at step {trainer.state.step} of "
             f"{trainer.total_steps}"

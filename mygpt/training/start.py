@@ -8,7 +8,6 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from mygpt.cli.settings import flag_of
 from mygpt.config import GPTConfig
 from mygpt.errors import UserError
 from mygpt.io.checkpoint import Checkpoint
@@ -23,6 +22,7 @@ from mygpt.lora import (
     read_adapter,
 )
 from mygpt.model import GPTModel
+from mygpt.settings import flag_of
 from mygpt.tokenizer import get_tokenizer
 from mygpt.training.distributed import Dist
 from mygpt.training.run_config import SHAPE, RunConfig

@@ -21,18 +21,17 @@ from torch.nn.parallel import DistributedDataParallel
 from mygpt.book import (
     calc_loss_batch,
 )
-from mygpt.cli.settings import (
+from mygpt.data.windows import TokenWindows, WindowOrder
+from mygpt.errors import NonFiniteError, UserError
+from mygpt.lora import adapter_state, has_lora, load_adapter_state
+from mygpt.model import GPTModel
+from mygpt.settings import (
     require,
     require_non_negative,
     require_positive,
     require_seed,
     setting,
 )
-from mygpt.data.windows import TokenWindows, WindowOrder
-from mygpt.errors import NonFiniteError, UserError
-from mygpt.io.checkpoint import Checkpoint
-from mygpt.lora import adapter_state, has_lora, load_adapter_state
-from mygpt.model import GPTModel
 from mygpt.training.distributed import Dist
 
 FROM_SCRATCH_LR = (
@@ -313,9 +312,9 @@ class Trainer:
         """Everything to resume from here (collective under torchrun: every process calls it)."""
         return trainer_state(self)
 
-    def load_state_dict(self, ckpt: Checkpoint) -> None:
+    def load_state_dict(self, saved: dict[str, Any]) -> None:
         """Continue from a `state_dict()`: the next step is the one the saved run would take."""
-        restore_trainer(self, ckpt)
+        restore_trainer(self, saved)
 
 
 def step_is_finite(trainer: Trainer, loss: torch.Tensor, grad_norm: torch.Tensor) -> bool:
@@ -369,15 +368,15 @@ def data_signature(trainer: Trainer) -> dict[str, int]:
 
 
 def trainer_state(trainer: Trainer) -> dict[str, Any]:
-    """Weights, optimizer, position in the data and every process's RNG (collective): the
-    trainer's fields of a Checkpoint."""
+    """Weights, optimizer, position in the data and every process's RNG (collective), as plain
+    data: the trainer's fields of checkpoint.pt (io/checkpoint.py)."""
     rng = {"cpu": torch.get_rng_state()}
     if trainer.device.type == "cuda":
         rng["cuda"] = torch.cuda.get_rng_state(trainer.device)
     gpt = trainer.gpt
     return {
         "model": adapter_state(gpt) if has_lora(gpt) else gpt.state_dict(),  # LoRA: adapters
-        "config": gpt.cfg,
+        "config": asdict(gpt.cfg),
         "optimizer": trainer.optimizer.state_dict(),
         "state": asdict(trainer.state),
         "data": data_signature(trainer),
@@ -385,20 +384,21 @@ def trainer_state(trainer: Trainer) -> dict[str, Any]:
     }
 
 
-def restore_trainer(trainer: Trainer, ckpt: Checkpoint) -> None:
-    """The inverse of trainer_state; other data or windows than the checkpoint's: a UserError."""
-    if ckpt.data != data_signature(trainer):
+def restore_trainer(trainer: Trainer, saved: dict[str, Any]) -> None:
+    """The inverse of trainer_state (a Checkpoint's to_dict() holds it); other data or windows
+    than the saved run's: a UserError."""
+    if saved["data"] != data_signature(trainer):
         raise UserError(
-            f"the checkpoint was trained on other data or windows ({ckpt.data}); "
+            f"the checkpoint was trained on other data or windows ({saved['data']}); "
             f"this run has {data_signature(trainer)}"
         )
     if has_lora(trainer.gpt):
-        load_adapter_state(trainer.gpt, ckpt.model)
+        load_adapter_state(trainer.gpt, saved["model"])
     else:
-        trainer.gpt.load_state_dict(ckpt.model)
-    trainer.optimizer.load_state_dict(ckpt.optimizer)
-    trainer.state = TrainState(**ckpt.state)
-    rngs, rank = ckpt.rng, trainer.dist.rank
+        trainer.gpt.load_state_dict(saved["model"])
+    trainer.optimizer.load_state_dict(saved["optimizer"])
+    trainer.state = TrainState(**saved["state"])
+    rngs, rank = saved["rng"], trainer.dist.rank
     if rank < len(rngs):  # a process the saved run did not have keeps its seed
         torch.set_rng_state(rngs[rank]["cpu"])
         if "cuda" in rngs[rank] and trainer.device.type == "cuda":
