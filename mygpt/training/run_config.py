@@ -30,17 +30,20 @@ from mygpt.settings import (
     setting,
 )
 from mygpt.tokenizer import ASSETS
-from mygpt.training.trainer import FROM_SCRATCH_LR, REPORTS, TrainSettings
+from mygpt.training.trainer import (
+    FINE_TUNING_LR,
+    FROM_SCRATCH_LR,
+    LORA_LR,
+    REPORTS,
+    TrainSettings,
+)
 
 DATA = "data"  # a group of v1's --help
 TEXT_TRAIN_RATIO, INSTRUCTION_TRAIN_RATIO = 0.9, 0.85
 DEFAULT_DATA = ASSETS / "the-verdict.txt"  # inside the package: an installed wheel trains too
 # The book's run from scratch: GPT-2 124M's shape at context 256, dropout 0.1, no qkv bias.
 FROM_SCRATCH = GPTConfig(context_length=256)
-FINE_TUNING_LR, FINE_TUNING_DROP_RATE = 5e-5, 0.0  # the book's chapter 5 fine-tuning settings
-# Adapters start at zero and train alone: the LoRA paper's rate for GPT-2 medium and large (its
-# E2E runs); README's demo: a small model wants more.
-LORA_LR = 2e-4
+FINE_TUNING_DROP_RATE = 0.0  # the book's chapter 5 fine-tuning setting
 # The model's shape: what --resume may not change, and what --init-from's weights decide.
 SHAPE = ("context_length", "emb_dim", "n_heads", "n_layers", "qkv_bias")
 

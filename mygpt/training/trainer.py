@@ -34,9 +34,10 @@ from mygpt.settings import (
 )
 from mygpt.training.distributed import Dist
 
-FROM_SCRATCH_LR = (
-    4e-4  # the book's; fine-tuning's default is RunConfig's (mygpt.training.run_config)
-)
+# The learning rates a run defaults to (RunConfig.resolve picks one): the book's from scratch
+# and for fine-tuning (chapter 5); with LoRA, whose adapters start at zero and train alone, the
+# LoRA paper's rate for GPT-2 medium and large (docs/finetuning.md: a small model wants more).
+FROM_SCRATCH_LR, FINE_TUNING_LR, LORA_LR = 4e-4, 5e-5, 2e-4
 TRAINING, REPORTS = "training", "evaluation, samples and files"  # groups of v1's --help
 
 
@@ -55,8 +56,8 @@ class TrainSettings:
     # None: FROM_SCRATCH_LR, or the fine-tuning rate once RunConfig.resolve has run.
     lr: float | None = setting(
         None,
-        "AdamW peak learning rate (default: 0.0004; 5e-05 with --init-from; 0.0002 with "
-        "--lora-rank)",
+        f"AdamW peak learning rate (default: {FROM_SCRATCH_LR:g}; {FINE_TUNING_LR:g} with "
+        f"--init-from; {LORA_LR:g} with --lora-rank)",
         group=TRAINING,
     )
     warmup_steps: int = setting(0, "linear warm-up from lr/N to lr", group=TRAINING)
@@ -279,7 +280,7 @@ class Trainer:
             grad_norm = torch.nn.utils.clip_grad_norm_(params, settings.grad_clip)
         else:
             grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params])
-        if step_is_finite(self, step_loss, grad_norm):
+        if self._step_is_finite(step_loss, grad_norm):
             self.optimizer.step()
         else:
             self.skipped_steps.append(state.step)
@@ -299,107 +300,94 @@ class Trainer:
         self.model.eval()
         try:
             train_seed = WindowOrder.draw_seed(self.dist.shared_seed)
-            train_loss = mean_loss(self, self.train_windows, train_seed, drop_last=True)
+            train_loss = self._mean_loss(self.train_windows, train_seed, drop_last=True)
             WindowOrder.draw_seed(self.dist.shared_seed, shuffle=False)
-            val_loss = mean_loss(self, self.val_windows, None, drop_last=False)
+            val_loss = self._mean_loss(self.val_windows, None, drop_last=False)
         finally:
             self.model.train()
         return train_loss, val_loss
 
     # --- checkpoints ------------------------------------------------------------------------
 
+    def _step_is_finite(self, loss: torch.Tensor, grad_norm: torch.Tensor) -> bool:
+        """Whether a step's loss and gradient norm are finite on every process; if not, a
+        NonFiniteError unless the settings allow_nonfinite (then the step is to be skipped)."""
+        finite = torch.isfinite(torch.stack([loss, grad_norm.float()])).tolist()
+        if not self.dist.any(not all(finite)):
+            return True
+        if self.settings.allow_nonfinite:
+            return False
+        what = "training loss" if not finite[0] else "gradient norm"
+        value = (loss if not finite[0] else grad_norm).item()
+        raise NonFiniteError(f"the {what} is {value} at step {self.state.step}")
+
+    def _mean_loss(self, windows: TokenWindows, seed: int | None, drop_last: bool) -> float:
+        """Average of per-batch mean losses over the first `eval_iter` batches of `windows`
+        (shuffled by `seed`, or in order), each process scoring its own rows."""
+        d, settings = self.dist, self.settings
+        model = self.model  # DDP's gradient machinery has no part in scoring: use the module
+        forward = model.module if isinstance(model, DistributedDataParallel) else model
+        order = WindowOrder(len(windows), settings.batch_size, 1, d.world_size, d.rank)
+        rows = order.shuffled(seed) if seed is not None else range(len(windows))
+        n_batches = len(windows) // order.global_batch
+        if not drop_last:
+            n_batches = math.ceil(len(windows) / order.global_batch)
+        n_batches = min(n_batches, settings.eval_iter)
+        total = 0.0
+        for k in range(n_batches):
+            mine = order.rows(rows, k)  # the last validation batch may be short or empty
+            loss_sum, n_tokens = 0.0, 0
+            if len(mine):
+                inputs, targets = windows.batch(mine)
+                with self.autocast():
+                    loss = calc_loss_batch(inputs, targets, forward, self.device).item()
+                n_tokens = int((targets != -100).sum())  # padding of instruction batches: -100
+                loss_sum = loss * n_tokens
+            loss_sum, n_tokens = d.sum([loss_sum, n_tokens])
+            total += loss_sum / n_tokens
+        return total / n_batches
+
+    def _data_signature(self) -> dict[str, int]:
+        """What resuming needs to find unchanged in the data."""
+        return {
+            "train_tokens": len(self.train_windows.tokens),
+            "val_tokens": len(self.val_windows.tokens),
+            "context_length": self.train_windows.context_length,
+            "stride": self.train_windows.stride,
+        }
+
     def state_dict(self) -> dict[str, Any]:
-        """Everything to resume from here (collective under torchrun: every process calls it)."""
-        return trainer_state(self)
+        """Everything to resume from here, as plain data (collective under torchrun: every process
+        calls it): the trainer's fields of checkpoint.pt (io/checkpoint.py)."""
+        rng = {"cpu": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        gpt = self.gpt
+        return {
+            "model": adapter_state(gpt) if has_lora(gpt) else gpt.state_dict(),  # LoRA: adapters
+            "config": asdict(gpt.cfg),
+            "optimizer": self.optimizer.state_dict(),
+            "state": asdict(self.state),
+            "data": self._data_signature(),
+            "rng": self.dist.gather(rng),
+        }
 
     def load_state_dict(self, saved: dict[str, Any]) -> None:
-        """Continue from a `state_dict()`: the next step is the one the saved run would take."""
-        restore_trainer(self, saved)
-
-
-def step_is_finite(trainer: Trainer, loss: torch.Tensor, grad_norm: torch.Tensor) -> bool:
-    """Whether a step's loss and gradient norm are finite on every process; if not, a
-    NonFiniteError unless the settings allow_nonfinite (then the step is to be skipped)."""
-    finite = torch.isfinite(torch.stack([loss, grad_norm.float()])).tolist()
-    if not trainer.dist.any(not all(finite)):
-        return True
-    if trainer.settings.allow_nonfinite:
-        return False
-    what = "training loss" if not finite[0] else "gradient norm"
-    value = (loss if not finite[0] else grad_norm).item()
-    raise NonFiniteError(f"the {what} is {value} at step {trainer.state.step}")
-
-
-def mean_loss(trainer: Trainer, windows: TokenWindows, seed: int | None, drop_last: bool) -> float:
-    """Average of per-batch mean losses over the first `eval_iter` batches of `windows`
-    (shuffled by `seed`, or in order), each process scoring its own rows."""
-    d, settings = trainer.dist, trainer.settings
-    model = trainer.model  # DDP's gradient machinery has no part in scoring: use the module
-    forward = model.module if isinstance(model, DistributedDataParallel) else model
-    order = WindowOrder(len(windows), settings.batch_size, 1, d.world_size, d.rank)
-    rows = order.shuffled(seed) if seed is not None else range(len(windows))
-    n_batches = len(windows) // order.global_batch
-    if not drop_last:
-        n_batches = math.ceil(len(windows) / order.global_batch)
-    n_batches = min(n_batches, settings.eval_iter)
-    total = 0.0
-    for k in range(n_batches):
-        mine = order.rows(rows, k)  # the last validation batch may be short or empty
-        loss_sum, n_tokens = 0.0, 0
-        if len(mine):
-            inputs, targets = windows.batch(mine)
-            with trainer.autocast():
-                loss = calc_loss_batch(inputs, targets, forward, trainer.device).item()
-            n_tokens = int((targets != -100).sum())  # padding of instruction batches: -100
-            loss_sum = loss * n_tokens
-        loss_sum, n_tokens = d.sum([loss_sum, n_tokens])
-        total += loss_sum / n_tokens
-    return total / n_batches
-
-
-def data_signature(trainer: Trainer) -> dict[str, int]:
-    """What resuming needs to find unchanged in the data."""
-    return {
-        "train_tokens": len(trainer.train_windows.tokens),
-        "val_tokens": len(trainer.val_windows.tokens),
-        "context_length": trainer.train_windows.context_length,
-        "stride": trainer.train_windows.stride,
-    }
-
-
-def trainer_state(trainer: Trainer) -> dict[str, Any]:
-    """Weights, optimizer, position in the data and every process's RNG (collective), as plain
-    data: the trainer's fields of checkpoint.pt (io/checkpoint.py)."""
-    rng = {"cpu": torch.get_rng_state()}
-    if trainer.device.type == "cuda":
-        rng["cuda"] = torch.cuda.get_rng_state(trainer.device)
-    gpt = trainer.gpt
-    return {
-        "model": adapter_state(gpt) if has_lora(gpt) else gpt.state_dict(),  # LoRA: adapters
-        "config": asdict(gpt.cfg),
-        "optimizer": trainer.optimizer.state_dict(),
-        "state": asdict(trainer.state),
-        "data": data_signature(trainer),
-        "rng": trainer.dist.gather(rng),
-    }
-
-
-def restore_trainer(trainer: Trainer, saved: dict[str, Any]) -> None:
-    """The inverse of trainer_state (a Checkpoint's to_dict() holds it); other data or windows
-    than the saved run's: a UserError."""
-    if saved["data"] != data_signature(trainer):
-        raise UserError(
-            f"the checkpoint was trained on other data or windows ({saved['data']}); "
-            f"this run has {data_signature(trainer)}"
-        )
-    if has_lora(trainer.gpt):
-        load_adapter_state(trainer.gpt, saved["model"])
-    else:
-        trainer.gpt.load_state_dict(saved["model"])
-    trainer.optimizer.load_state_dict(saved["optimizer"])
-    trainer.state = TrainState(**saved["state"])
-    rngs, rank = saved["rng"], trainer.dist.rank
-    if rank < len(rngs):  # a process the saved run did not have keeps its seed
-        torch.set_rng_state(rngs[rank]["cpu"])
-        if "cuda" in rngs[rank] and trainer.device.type == "cuda":
-            torch.cuda.set_rng_state(rngs[rank]["cuda"], trainer.device)
+        """The inverse of state_dict (a Checkpoint's to_dict() holds it); other data or windows
+        than the saved run's: a UserError."""
+        if saved["data"] != self._data_signature():
+            raise UserError(
+                f"the checkpoint was trained on other data or windows ({saved['data']}); "
+                f"this run has {self._data_signature()}"
+            )
+        if has_lora(self.gpt):
+            load_adapter_state(self.gpt, saved["model"])
+        else:
+            self.gpt.load_state_dict(saved["model"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.state = TrainState(**saved["state"])
+        rngs, rank = saved["rng"], self.dist.rank
+        if rank < len(rngs):  # a process the saved run did not have keeps its seed
+            torch.set_rng_state(rngs[rank]["cpu"])
+            if "cuda" in rngs[rank] and self.device.type == "cuda":
+                torch.cuda.set_rng_state(rngs[rank]["cuda"], self.device)
