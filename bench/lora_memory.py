@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -34,20 +35,10 @@ from mygpt.config import GPT2_SIZES  # noqa: E402
 from mygpt.devices import cpu_identity  # noqa: E402
 from mygpt.io.files import cache_dir  # noqa: E402
 
-COMMON = [
-    "--context-length",
-    "1024",
-    "--batch-size",
-    "1",
-    "--eval-freq",
-    "1000",
-    "--eval-iter",
-    "1",
-    "--sample-tokens",
-    "10",
-    "--lr",
-    "1e-4",
-]
+COMMON = shlex.split(
+    "--context-length 1024 --batch-size 1 --eval-freq 1000 --eval-iter 1 "
+    "--sample-tokens 10 --lr 1e-4"
+)
 
 
 def make_random_hub_folder(size: str, folder: Path) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import subprocess
 import sys
 import time
@@ -34,30 +35,11 @@ from mygpt import (  # noqa: E402
 )
 
 BOUNDS = {"float32": 0.0, "bfloat16": 0.005, "int8": 0.02}
-TRAIN = [
-    "--emb-dim",
-    "256",
-    "--n-layers",
-    "4",
-    "--n-heads",
-    "4",
-    "--context-length",
-    "128",
-    "--batch-size",
-    "8",
-    "--max-steps",
-    "150",
-    "--lr",
-    "1e-3",
-    "--warmup-steps",
-    "10",
-    "--lr-decay",
-    "cosine",
-    "--grad-clip",
-    "1.0",
-    "--eval-freq",
-    "50",
-]
+TRAIN = shlex.split(
+    "--emb-dim 256 --n-layers 4 --n-heads 4 --context-length 128 --batch-size 8 "
+    "--max-steps 150 --lr 1e-3 --warmup-steps 10 --lr-decay cosine --grad-clip 1.0 "
+    "--eval-freq 50"
+)
 
 
 def trained_model(work: Path) -> tuple[Path, Path]:

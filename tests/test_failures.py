@@ -5,6 +5,7 @@ damaged file can be simulated by monkeypatching.
 """
 
 import errno
+import shlex
 
 import pytest
 import torch
@@ -17,24 +18,10 @@ from mygpt import DownloadError, download_gpt2, load_checkpoint
 from mygpt.training.trainer import Trainer
 
 SCRIPT = ROOT / "MyGPT_v1_local-train.py"
-TINY = [
-    "--emb-dim",
-    "32",
-    "--n-layers",
-    "1",
-    "--n-heads",
-    "2",
-    "--context-length",
-    "64",
-    "--batch-size",
-    "4",
-    "--eval-freq",
-    "2",
-    "--eval-iter",
-    "1",
-    "--sample-tokens",
-    "3",
-]
+TINY = shlex.split(
+    "--emb-dim 32 --n-layers 1 --n-heads 2 --context-length 64 --batch-size 4 "
+    "--eval-freq 2 --eval-iter 1 --sample-tokens 3"
+)
 ENOSPC = OSError(errno.ENOSPC, "No space left on device")
 pytestmark = pytest.mark.slow  # runs the v1 script
 

@@ -8,6 +8,7 @@ import json
 import os
 import random
 import resource
+import shlex
 import signal
 import subprocess
 import sys
@@ -31,24 +32,10 @@ from mygpt.inference.chat import ChatSettings, chat
 
 V1, V2, EXPORT = ROOT / "MyGPT_v1_local-train.py", ROOT / "MyGPT_v2_pretrained.py", "mygpt.export"
 SMALL = GPTConfig(context_length=32, emb_dim=32, n_heads=2, n_layers=1, drop_rate=0.0)
-TINY = [
-    "--emb-dim",
-    "32",
-    "--n-layers",
-    "1",
-    "--n-heads",
-    "2",
-    "--context-length",
-    "32",
-    "--batch-size",
-    "2",
-    "--eval-freq",
-    "5",
-    "--eval-iter",
-    "1",
-    "--sample-tokens",
-    "3",
-]
+TINY = shlex.split(
+    "--emb-dim 32 --n-layers 1 --n-heads 2 --context-length 32 --batch-size 2 "
+    "--eval-freq 5 --eval-iter 1 --sample-tokens 3"
+)
 
 
 @pytest.fixture
@@ -140,26 +127,10 @@ def test_two_runs_tokenizing_one_corpus_each_write_their_own_file(tmp_path, toke
 
 # 2. Ctrl-C or SIGTERM just after "Training completed"
 
-BIG = [
-    "--emb-dim",
-    "256",
-    "--n-layers",
-    "2",
-    "--n-heads",
-    "4",
-    "--context-length",
-    "32",
-    "--batch-size",
-    "2",
-    "--eval-freq",
-    "50",
-    "--eval-iter",
-    "1",
-    "--sample-tokens",
-    "1",
-    "--max-steps",
-    "2",
-]  # 100 MB of weights: saving them takes a while
+BIG = shlex.split(
+    "--emb-dim 256 --n-layers 2 --n-heads 4 --context-length 32 --batch-size 2 "
+    "--eval-freq 50 --eval-iter 1 --sample-tokens 1 --max-steps 2"
+)  # 100 MB of weights: saving them takes a while
 
 
 def stopped_at(line: str, args, sig: int, delay: float = 0.0):
@@ -671,13 +642,7 @@ def test_saved_files_have_the_usual_mode(run, tmp_path):
         data,
         "--init-from",
         base,
-        "--lora-rank",
-        "2",
-        "--max-steps",
-        "2",
-        "--save-every",
-        "2",
-        "--output-dir",
+        *shlex.split("--lora-rank 2 --max-steps 2 --save-every 2 --output-dir"),
         out,
     )
     assert done.returncode == 0, done.stderr[-2000:]

@@ -1,6 +1,7 @@
 """MyGPT_v1_local-train.py --init-from and --eval-only, end to end (tiny GPT-2 checkpoints)."""
 
 import re
+import shlex
 import shutil
 
 import numpy as np
@@ -83,13 +84,7 @@ def test_fine_tune_a_gpt2_size_then_chat_and_fine_tune_again(models_dir, text, t
         models_dir,
         "--base-url",
         closed_port_url(),
-        "--context-length",
-        "64",
-        "--max-steps",
-        "4",
-        "--save-every",
-        "4",
-        "--output-dir",
+        *shlex.split("--context-length 64 --max-steps 4 --save-every 4 --output-dir"),
         out_dir,
         *SMALL_RUN,
     )
@@ -228,14 +223,7 @@ def test_eval_only_scores_a_new_model_and_refuses_an_empty_text(tmp_path, text, 
             "--eval-only",
             "--data",
             text,
-            "--emb-dim",
-            "32",
-            "--n-layers",
-            "1",
-            "--n-heads",
-            "2",
-            "--context-length",
-            "64",
+            *shlex.split("--emb-dim 32 --n-layers 1 --n-heads 2 --context-length 64"),
         )
     )
     assert (

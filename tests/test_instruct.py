@@ -4,6 +4,7 @@ computation, and the chat's alpaca template round-trips through a model file."""
 
 import io
 import json
+import shlex
 import sys
 
 import numpy as np
@@ -172,26 +173,11 @@ def test_a_model_fine_tuned_on_instructions_chats_with_its_template(tmp_path, mo
         [
             "--data",
             data,
-            "--emb-dim",
-            "32",
-            "--n-layers",
-            "1",
-            "--n-heads",
-            "2",
-            "--context-length",
-            "96",
-            "--batch-size",
-            "4",
-            "--max-steps",
-            "3",
-            "--eval-freq",
-            "2",
-            "--eval-iter",
-            "1",
-            "--sample-tokens",
-            "4",
-            "--mask-prompt",
-            "--output-dir",
+            *shlex.split(
+                "--emb-dim 32 --n-layers 1 --n-heads 2 --context-length 96 --batch-size 4 "
+                "--max-steps 3 --eval-freq 2 --eval-iter 1 --sample-tokens 4 --mask-prompt "
+                "--output-dir"
+            ),
             tmp_path,
         ],
         monkeypatch,
@@ -254,22 +240,10 @@ def test_an_instruction_run_resumes_bit_exactly(tmp_path, monkeypatch, capsys):
     flags = [
         "--data",
         data,
-        "--emb-dim",
-        "32",
-        "--n-layers",
-        "1",
-        "--n-heads",
-        "2",
-        "--context-length",
-        "96",
-        "--batch-size",
-        "4",
-        "--eval-freq",
-        "2",
-        "--eval-iter",
-        "2",
-        "--sample-tokens",
-        "3",
+        *shlex.split(
+            "--emb-dim 32 --n-layers 1 --n-heads 2 --context-length 96 --batch-size 4 "
+            "--eval-freq 2 --eval-iter 2 --sample-tokens 3"
+        ),
     ]
 
     def v1(*args):

@@ -7,6 +7,7 @@ them these tests skip, unless MYGPT_REQUIRE_LLAMACPP=1 (as .ci/run sets after bu
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -57,12 +58,7 @@ def test_llama_cpp_greedy_text_equals_mygpt(trained, tokenizer, prompt):
         prompt,
         "-n",
         N_NEW,
-        "--temp",
-        "0",
-        "-no-cnv",
-        "--no-warmup",
-        "--simple-io",
-        "--verbose-prompt",
+        *shlex.split("--temp 0 -no-cnv --no-warmup --simple-io --verbose-prompt"),
     )
     prompt_ids = [int(i) for i in re.findall(r"^\S+ I +(\d+) -> '", out.stderr, re.MULTILINE)]
     assert prompt_ids == tokenizer.encode(prompt)  # the same tokenizer inside the GGUF

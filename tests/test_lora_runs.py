@@ -1,6 +1,7 @@
 """MyGPT_v1_local-train.py --lora-rank end to end: listing, files, resume, torchrun, errors."""
 
 import hashlib
+import shlex
 import subprocess
 import sys
 
@@ -19,22 +20,10 @@ from mygpt.training.preflight import lora_parameters, n_parameters
 pytestmark = pytest.mark.slow  # starts the scripts: `pytest -m "not slow"` skips it
 
 SCRIPT = ROOT / "MyGPT_v1_local-train.py"
-RUN = [
-    "--batch-size",
-    "2",
-    "--eval-freq",
-    "2",
-    "--eval-iter",
-    "1",
-    "--sample-tokens",
-    "8",
-    "--lr",
-    "3e-3",
-    "--lora-rank",
-    "4",
-    "--lora-alpha",
-    "8",
-]
+RUN = shlex.split(
+    "--batch-size 2 --eval-freq 2 --eval-iter 1 --sample-tokens 8 --lr 3e-3 "
+    "--lora-rank 4 --lora-alpha 8"
+)
 
 
 @pytest.fixture(scope="module")
@@ -174,13 +163,7 @@ def test_torchrun_resumes_a_lora_run(trained_model_file, text, tmp_path):
     flags = ["--init-from", trained_model_file, "--data", text, *RUN]
     first = run(
         *flags,
-        "--batch-size",
-        "1",
-        "--max-steps",
-        "2",
-        "--save-every",
-        "2",
-        "--output-dir",
+        *shlex.split("--batch-size 1 --max-steps 2 --save-every 2 --output-dir"),
         tmp_path,
         torchrun=True,
     )

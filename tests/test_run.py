@@ -4,6 +4,7 @@ checkpoints that store it once, and checkpoints from before it that still resume
 import dataclasses
 import io
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -17,70 +18,20 @@ from mygpt.training.run_config import DataSettings, ModelSettings, OutputSetting
 from mygpt.training.trainer import TrainSettings
 
 V1 = ROOT / "MyGPT_v1_local-train.py"
-TINY = [
-    "--emb-dim",
-    "32",
-    "--n-layers",
-    "1",
-    "--n-heads",
-    "2",
-    "--context-length",
-    "32",
-    "--batch-size",
-    "4",
-    "--eval-freq",
-    "2",
-    "--eval-iter",
-    "1",
-    "--sample-tokens",
-    "3",
-    "--lr",
-    "1e-3",
-]
+TINY = shlex.split(
+    "--emb-dim 32 --n-layers 1 --n-heads 2 --context-length 32 --batch-size 4 "
+    "--eval-freq 2 --eval-iter 1 --sample-tokens 3 --lr 1e-3"
+)
 # Every flag of MyGPT_v1_local-train.py before RunConfig (commit 2dbe5e9), in --help's order.
-FLAGS_BEFORE = [
-    "--data",
-    "--train-ratio",
-    "--memmap",
-    "--stride",
-    "--init-from",
-    "--context-length",
-    "--emb-dim",
-    "--n-layers",
-    "--n-heads",
-    "--drop-rate",
-    "--qkv-bias",
-    "--models-dir",
-    "--base-url",
-    "--source",
-    "--epochs",
-    "--max-steps",
-    "--batch-size",
-    "--grad-accum",
-    "--lr",
-    "--warmup-steps",
-    "--lr-decay",
-    "--min-lr",
-    "--weight-decay",
-    "--decay-matrices-only",
-    "--grad-clip",
-    "--seed",
-    "--allow-nonfinite",
-    "--eval-freq",
-    "--eval-iter",
-    "--start-context",
-    "--sample-tokens",
-    "--sample-every",
-    "--output-dir",
-    "--save-every",
-    "--resume",
-    "--eval-only",
-    "--no-memory-check",
-    "--device",
-    "--dtype",
-    "--compile",
-    "--tf32",
-]
+FLAGS_BEFORE = shlex.split(
+    "--data --train-ratio --memmap --stride --init-from --context-length --emb-dim "
+    "--n-layers --n-heads --drop-rate --qkv-bias --models-dir --base-url --source "
+    "--epochs --max-steps --batch-size --grad-accum --lr --warmup-steps --lr-decay "
+    "--min-lr --weight-decay --decay-matrices-only --grad-clip --seed "
+    "--allow-nonfinite --eval-freq --eval-iter --start-context --sample-tokens "
+    "--sample-every --output-dir --save-every --resume --eval-only "
+    "--no-memory-check --device --dtype --compile --tf32"
+)
 
 
 def test_defaults_resolve_to_the_books_run():

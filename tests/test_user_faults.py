@@ -4,6 +4,7 @@ flags under a file, read-only data. Each: the message, the exit code and the fil
 import errno
 import io
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -23,26 +24,10 @@ from mygpt.training.outputs import LOCK_FILE
 from mygpt.training.trainer import Trainer
 
 V1, V2 = ROOT / "MyGPT_v1_local-train.py", ROOT / "MyGPT_v2_pretrained.py"
-TINY = [
-    "--emb-dim",
-    "32",
-    "--n-layers",
-    "2",
-    "--n-heads",
-    "2",
-    "--context-length",
-    "32",
-    "--batch-size",
-    "4",
-    "--eval-freq",
-    "5",
-    "--eval-iter",
-    "1",
-    "--sample-tokens",
-    "3",
-    "--epochs",
-    "1",
-]
+TINY = shlex.split(
+    "--emb-dim 32 --n-layers 2 --n-heads 2 --context-length 32 --batch-size 4 "
+    "--eval-freq 5 --eval-iter 1 --sample-tokens 3 --epochs 1"
+)
 
 
 @pytest.fixture
@@ -82,9 +67,7 @@ def test_divergence_stops_the_run_and_keeps_the_good_files(run, tmp_path):
     assert run(V1, *TINY, "--max-steps", "4", "--output-dir", out).returncode == 0
     good = (out / "model.safetensors").read_bytes()
 
-    done = run(
-        V1, *TINY, "--max-steps", "15", "--lr", "1000", "--save-every", "2", "--output-dir", out
-    )
+    done = run(V1, *TINY, *shlex.split("--max-steps 15 --lr 1000 --save-every 2 --output-dir"), out)
     assert done.returncode == 1
     assert done.stderr.endswith(
         "error: the training loss is nan at step 3: lower --lr or set --grad-clip "
@@ -105,12 +88,7 @@ def test_divergence_stops_the_run_and_keeps_the_good_files(run, tmp_path):
     skip = run(
         V1,
         *TINY,
-        "--max-steps",
-        "8",
-        "--lr",
-        "1000",
-        "--allow-nonfinite",
-        "--output-dir",
+        *shlex.split("--max-steps 8 --lr 1000 --allow-nonfinite --output-dir"),
         tmp_path / "skip",
     )
     assert skip.returncode == 0, skip.stderr

@@ -1,6 +1,7 @@
 """MyGPT_v1_local-train.py end to end, as a user runs it (tiny model, real text)."""
 
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -14,22 +15,10 @@ from mygpt import load_model
 pytestmark = pytest.mark.slow  # starts scripts or TensorFlow: `pytest -m "not slow"` skips it
 
 SCRIPT = ROOT / "MyGPT_v1_local-train.py"
-TINY_FLAGS = [
-    "--emb-dim",
-    "32",
-    "--n-layers",
-    "2",
-    "--n-heads",
-    "2",
-    "--context-length",
-    "128",
-    "--batch-size",
-    "4",
-    "--eval-freq",
-    "3",
-    "--sample-tokens",
-    "10",
-]
+TINY_FLAGS = shlex.split(
+    "--emb-dim 32 --n-layers 2 --n-heads 2 --context-length 128 --batch-size 4 "
+    "--eval-freq 3 --sample-tokens 10"
+)
 # Without dropout, N processes and one process see the same numbers (dropout masks differ).
 DETERMINISTIC = [*TINY_FLAGS, "--drop-rate", "0"]
 
@@ -199,15 +188,7 @@ def test_two_gloo_processes_follow_one_process(two_epochs, tmp_path):
 
     first = torchrun(
         *DETERMINISTIC,
-        "--batch-size",
-        "2",
-        "--epochs",
-        "2",
-        "--max-steps",
-        "4",
-        "--save-every",
-        "4",
-        "--output-dir",
+        *shlex.split("--batch-size 2 --epochs 2 --max-steps 4 --save-every 4 --output-dir"),
         tmp_path,
     )
     assert first.returncode == 0, first.stderr
