@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
-import torch
 
 from mygpt.config import GPTConfig
 from mygpt.data.corpus import Corpus, load_corpus, load_tokens
@@ -51,7 +51,7 @@ class RunData(Protocol):
 class TextData:
     """Text: token windows over the tokens (split for training, whole for scoring)."""
 
-    path: object
+    path: Path
     corpus: Corpus | None = None
     tokens: np.ndarray | None = None
     template = None
@@ -90,7 +90,7 @@ class InstructionData:
 
     def score(self, model: GPTModel, batch_size: int, autocast: Callable) -> TextScore:
         device = next(model.parameters()).device
-        with autocast(), torch.no_grad():
+        with autocast():
             return score_responses(model, self.train + self.val, get_tokenizer(), device)
 
 
