@@ -140,10 +140,8 @@ def _with_adapter(model: GPTModel, source: str | Path, adapter: str | Path) -> G
     """`model` with the adapter file's updates folded in, once it is known to be their base."""
     info, tensors = read_adapter(adapter)
     check_base(info, fingerprint(model), str(source), f"--lora-adapter {adapter}")
-    targets = ",".join(info.targets)
-    settings = LoRASettings(lora_rank=info.rank, lora_alpha=info.alpha, lora_targets=targets)
     with torch.random.fork_rng(devices=[]):  # the adapters' random start is overwritten
-        apply_lora(model, settings)
+        apply_lora(model, LoRASettings().with_adapter(info))
     load_adapter_state(model, tensors)
     return merged(model)
 
