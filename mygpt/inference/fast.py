@@ -18,6 +18,7 @@ import copy
 import platform
 import time
 from collections.abc import Callable
+from typing import TypeAlias
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +27,8 @@ from torch import Tensor, nn
 from mygpt.inference.generate import generate
 from mygpt.model import GPTModel, KVCache, TransformerBlock, causal_mask, next_positions
 
+# (layer, qkv (N, 3, n_heads, head_dim)) -> each token's attention context (N, emb_dim)
+Attend: TypeAlias = Callable[[int, Tensor], Tensor]
 # The dtype of embeddings, norms and activations: int8 is the Linear weights' alone.
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "int8": torch.float32}
 # oneDNN's Linear kernels, measured on x86 CPUs only; elsewhere F.linear.
@@ -189,6 +192,14 @@ class FastBlock(nn.Module):
         x = x + self.out_proj(context.transpose(1, 2).reshape(B, T, C))
         return x + self.ff_out(self.ff_in(self.norm2(x)))  # ff_in applies the GELU
 
+    def forward_packed(self, x: Tensor, attend: Attend) -> Tensor:
+        """`forward` for the new tokens of many sequences packed as rows of x (N, emb_dim);
+        `attend` gives each token's attention over its own sequence (engine.py)."""
+        N, C = x.shape
+        qkv = self.qkv(self.norm1(x)).view(N, 3, self.n_heads, self.head_dim)
+        x = x + self.out_proj(attend(self.layer_idx, qkv))  # (N, C)
+        return x + self.ff_out(self.ff_in(self.norm2(x)))
+
 
 class FastGPT(nn.Module):
     """GPTModel's inference copy in float32, bfloat16 or int8 (see the module's docstring)."""
@@ -230,6 +241,18 @@ class FastGPT(nn.Module):
         if last_only:
             x = x[:, -1:]
         return self.out_head(self.final_norm(x))
+
+    def forward_packed(
+        self, tokens: Tensor, positions: Tensor, attend: Attend, rows: Tensor
+    ) -> Tensor:
+        """Logits (len(rows), vocab_size) at `rows` of a packed batch: `tokens` and their
+        `positions` (N,) are the new tokens of many sequences, side by side (engine.py)."""
+        x = self.tok_emb(tokens) + self.pos_emb(positions)  # (N, emb_dim)
+        for block in self.trf_blocks:
+            x = block.forward_packed(x, attend)
+        if len(rows) == 0:  # a step of prompt chunks only
+            return x.new_empty(0, self.cfg.vocab_size)
+        return self.out_head(self.final_norm(x[rows]))
 
 
 def compile_for_generation(model: FastGPT, log: Callable[[str], object] | None = None) -> nn.Module:

@@ -206,9 +206,7 @@ def stream_text(
     sampling = sampling or Sampling()
     device = next(model.parameters()).device
     idx = torch.tensor([tokenizer.encode(prompt, disallowed_special=())], device=device)
-    # A token can end inside a multi-byte character: decode bytes incrementally.
-    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    held = ""  # text not shown yet: it may be the start of a stop string
+    text = TextStream(tokenizer, sampling.stop)
     n_tokens = 0
     for next_id in generate_stream(
         model, idx, sampling=replace(sampling, stop=()), generator=generator
@@ -217,19 +215,46 @@ def stream_text(
         token = int(next_id)
         if token == sampling.eos_id:
             break
-        held += decoder.decode(tokenizer.decode_single_token_bytes(token))
-        hits = [i for i in (held.find(stop) for stop in sampling.stop) if i >= 0]
-        if hits:
-            if shown := held[: min(hits)]:
-                yield shown
-            return n_tokens
-        keep = _stop_prefix_length(held, sampling.stop)
-        if shown := held[: len(held) - keep]:
+        shown = text.push(token)
+        if shown:
             yield shown
-        held = held[len(held) - keep :]
-    if rest := held + decoder.decode(b"", final=True):
+        if text.stopped:
+            return n_tokens
+    if rest := text.flush():
         yield rest
     return n_tokens
+
+
+class TextStream:
+    """Token ids to text as they come: bytes decoded incrementally (a token can end inside a
+    character), and text that may begin a stop string held back until it is known not to."""
+
+    def __init__(self, tokenizer: tiktoken.Encoding, stop: tuple[str, ...] = ()):
+        self.tokenizer, self.stop = tokenizer, stop
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.held = ""  # text not shown yet: it may be the start of a stop string
+        self.stopped = False  # a stop string was reached: nothing more is shown
+
+    def push(self, token: int) -> str:
+        """The text that `token` makes showable: before the stop string, if it completes one."""
+        if self.stopped:
+            return ""
+        self.held += self.decoder.decode(self.tokenizer.decode_single_token_bytes(token))
+        hits = [i for i in (self.held.find(stop) for stop in self.stop) if i >= 0]
+        if hits:
+            self.stopped = True
+            shown, self.held = self.held[: min(hits)], ""
+            return shown
+        keep = _stop_prefix_length(self.held, self.stop)
+        shown, self.held = self.held[: len(self.held) - keep], self.held[len(self.held) - keep :]
+        return shown
+
+    def flush(self) -> str:
+        """At the end: the text held back, and any incomplete character as U+FFFD."""
+        if self.stopped:
+            return ""
+        rest, self.held = self.held + self.decoder.decode(b"", final=True), ""
+        return rest
 
 
 def _stop_prefix_length(text: str, stops: tuple[str, ...]) -> int:

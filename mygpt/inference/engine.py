@@ -1,0 +1,303 @@
+"""The batching engine: many sequences generate at once, each with its own prompt, cache
+position and sampling (continuous batching, as vLLM and llama.cpp's server do).
+
+At batch 1 a token reads every weight once (fast.py); a step of the engine reads them once for
+all its sequences. A step is one forward pass over a packed batch: the new tokens of every
+sequence side by side as rows (a chunk of a prompt, or the last token generated), each
+attending over its own cache. A request joins at the next step after it arrives, leaves when
+it ends, and its slot goes to the next one waiting.
+
+A request's tokens do not depend on what else runs (tests/test_engine.py):
+- a row of a Linear layer is computed the same way whatever the number of rows, from two on
+  (oneDNN; one row takes a matrix-vector kernel that sums in another order), so a step never
+  has fewer than two; int8's sums are exact integers anyway;
+- attention runs per sequence, over its own keys, in the shapes of a run alone;
+- a prompt is cut into chunks at fixed offsets, whatever else waits;
+- each request samples with its own random generator.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Literal
+
+import tiktoken
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from mygpt.inference.fast import FastGPT
+from mygpt.inference.generate import Sampling, TextStream, penalize_repetition, sample_next_token
+from mygpt.model import causal_mask
+
+FinishReason = Literal["stop", "length", "cancelled"]  # OpenAI's two, and a client gone
+
+
+@dataclass(frozen=True)
+class Request:
+    """What to generate: a prompt's token ids, how to sample, and a seed for sampling (None:
+    random); `logprobs` N asks for each token's log-probability and the N likeliest."""
+
+    prompt: tuple[int, ...]
+    sampling: Sampling = Sampling()
+    seed: int | None = None
+    logprobs: int | None = None
+
+
+@dataclass(frozen=True)
+class Update:
+    """What one step added to a sequence: a token (None when a request of 0 tokens ends) and
+    the text it makes showable (may be empty: held back before a possible stop string)."""
+
+    sequence: Sequence
+    token: int | None
+    text: str
+    logprob: float | None = None
+    top_logprobs: dict[int, float] | None = None
+
+
+@dataclass(eq=False)
+class Sequence:
+    """A request being served: the tokens generated, its text, its cache once admitted."""
+
+    request: Request
+    tag: object = None  # the caller's: what this sequence answers
+    tokens: list[int] = field(default_factory=list)  # generated, an end-of-text one included
+    text: str = ""  # shown so far: what comes before a stop string
+    finish_reason: FinishReason | None = None
+    cached: int = 0  # positions in the cache: the prompt's, then the tokens fed back
+    # (n_layers, 2 (keys, values), n_heads, capacity, head_dim)
+    cache: Tensor | None = field(default=None, repr=False)
+    generator: torch.Generator | None = field(default=None, repr=False)
+    stream: TextStream | None = field(default=None, repr=False)
+
+    @property
+    def finished(self) -> bool:
+        return self.finish_reason is not None
+
+    @property
+    def prompt(self) -> tuple[int, ...]:
+        return self.request.prompt
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A sequence's rows of a step: `ids` at positions past, past+1, ...; `samples` if its
+    last row's logits pick the next token."""
+
+    sequence: Sequence
+    ids: tuple[int, ...]
+    past: int
+    samples: bool
+
+
+class Engine:
+    """Runs requests in batches of up to `max_batch` sequences; a step prefills at most
+    `prefill_chunk` prompt tokens, which bounds how long a new prompt stalls the others."""
+
+    def __init__(
+        self,
+        model: FastGPT,
+        tokenizer: tiktoken.Encoding,
+        max_batch: int = 16,
+        prefill_chunk: int = 256,
+    ):
+        if max_batch < 1 or prefill_chunk < 1:
+            raise ValueError("max_batch and prefill_chunk must be at least 1")
+        self.model, self.tokenizer = model, tokenizer
+        self.max_batch, self.prefill_chunk = max_batch, prefill_chunk
+        self.context_length = model.cfg.context_length
+        self.device = model.tok_emb.weight.device
+        self.waiting: deque[Sequence] = deque()
+        self.running: list[Sequence] = []  # admitted: prefilling or decoding
+
+    def check(self, request: Request) -> None:
+        """Raise ValueError if `request` cannot run: its prompt must leave room for a token."""
+        n = len(request.prompt)
+        if not 0 < n < self.context_length:
+            raise ValueError(
+                f"the prompt has {n} tokens; the model's context of {self.context_length} "
+                f"takes 1 to {self.context_length - 1}"
+            )
+
+    def add(self, request: Request, tag: object = None) -> Sequence:
+        """Queue `request`; it joins the batch at the next step with a free slot."""
+        self.check(request)
+        sequence = Sequence(request, tag)
+        self.waiting.append(sequence)
+        return sequence
+
+    def cancel(self, sequence: Sequence) -> None:
+        """End `sequence` now (its client left); its slot is free at the next step."""
+        if not sequence.finished:
+            sequence.finish_reason = "cancelled"
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.waiting or self.running)
+
+    def run(self, requests: Iterable[tuple[Request, object]]) -> Iterator[Update]:
+        """Generate for every (request, tag), admitting them as slots free; yield each
+        step's updates (`update.sequence.finished` marks a sequence's last)."""
+        pending = iter(requests)
+        while True:
+            while len(self.waiting) < self.max_batch and (item := next(pending, None)):
+                self.add(*item)
+            if not self.busy:
+                return
+            yield from self.step()
+
+    @torch.no_grad()
+    def step(self) -> list[Update]:
+        """One forward pass over every running sequence; the tokens it generated."""
+        self.running = [s for s in self.running if not s.finished]  # cancelled since
+        updates = self._admit()
+        segments = self._schedule()
+        if segments:
+            logits = self._forward(segments)
+            sampled = (s for s in segments if s.samples)
+            updates += [self._sample(s.sequence, row) for s, row in zip(sampled, logits)]
+        self.running = [s for s in self.running if not s.finished]
+        return updates
+
+    def _admit(self) -> list[Update]:
+        """Move waiting sequences into free slots; a request of 0 tokens ends at once."""
+        updates = []
+        while self.waiting and len(self.running) < self.max_batch:
+            sequence = self.waiting.popleft()
+            if sequence.finished:  # cancelled while waiting
+                continue
+            request = sequence.request
+            if request.sampling.max_new_tokens == 0:
+                sequence.finish_reason = "length"
+                updates.append(Update(sequence, None, ""))
+                continue
+            cfg, dtype = self.model.cfg, self.model.tok_emb.weight.dtype
+            capacity = min(
+                self.context_length, len(request.prompt) + request.sampling.max_new_tokens
+            )
+            shape = (cfg.n_layers, 2, cfg.n_heads, capacity, cfg.head_dim)
+            sequence.cache = torch.empty(shape, dtype=dtype, device=self.device)
+            sequence.stream = TextStream(self.tokenizer, request.sampling.stop)
+            if request.sampling.temperature > 0:
+                seed = request.seed if request.seed is not None else random_seed()
+                sequence.generator = torch.Generator(self.device).manual_seed(seed)
+            self.running.append(sequence)
+        return updates
+
+    def _schedule(self) -> list[Segment]:
+        """This step's rows: each decoding sequence's last token, and chunks of prompts
+        up to `prefill_chunk` tokens (always one, however long)."""
+        segments, budget = [], self.prefill_chunk
+        for sequence in self.running:
+            prompt, past = sequence.prompt, sequence.cached
+            if past >= len(prompt):  # decoding
+                segments.append(Segment(sequence, (sequence.tokens[-1],), past, True))
+                continue
+            end = min(len(prompt), (past // self.prefill_chunk + 1) * self.prefill_chunk)
+            if end - past > budget:
+                continue  # its next chunk waits for a step with room
+            budget -= end - past
+            segments.append(Segment(sequence, prompt[past:end], past, end == len(prompt)))
+        return segments
+
+    def _forward(self, segments: list[Segment]) -> Tensor:
+        """Logits (sampling segments, vocab_size) of the packed batch of `segments`."""
+        ids = [i for s in segments for i in s.ids]
+        positions = [s.past + j for s in segments for j in range(len(s.ids))]
+        ends = torch.tensor(list(_ends(segments)), dtype=torch.long)
+        rows = ends[[s.samples for s in segments]]
+        n_rows = len(rows)
+        if len(ids) == 1:  # never one row (see the module's docstring): a copy beside it
+            ids, positions = ids * 2, positions * 2
+        if n_rows == 1:
+            rows = rows.repeat(2)
+        tokens = torch.tensor(ids, device=self.device)
+        attend = _Attention(segments, ends.tolist(), self.device)
+        logits = self.model.forward_packed(
+            tokens, torch.tensor(positions, device=self.device), attend, rows.to(self.device)
+        )
+        for s in segments:
+            s.sequence.cached += len(s.ids)
+        return logits[:n_rows].float()
+
+    def _sample(self, sequence: Sequence, logits: Tensor) -> Update:
+        """Pick `sequence`'s next token from its (vocab_size,) logits; end it if it is done."""
+        request, sampling = sequence.request, sequence.request.sampling
+        logprob = top = None
+        if request.logprobs is not None:
+            logprobs = logits.log_softmax(-1)
+        if sampling.repetition_penalty != 1.0:
+            seen = torch.tensor([[*sequence.prompt, *sequence.tokens]], device=logits.device)
+            logits = penalize_repetition(logits[None], seen, sampling.repetition_penalty)[0]
+        token = int(sample_next_token(logits[None], sampling, sequence.generator))
+        if request.logprobs is not None:
+            logprob = float(logprobs[token])
+            if request.logprobs > 0:
+                values, ids = logprobs.topk(request.logprobs)
+                top = dict(zip(ids.tolist(), values.tolist()))
+        sequence.tokens.append(token)
+        text = ""
+        if token == sampling.eos_id:
+            sequence.finish_reason = "stop"
+        else:
+            text = sequence.stream.push(token)
+            if sequence.stream.stopped:
+                sequence.finish_reason = "stop"
+        if not sequence.finished and (
+            len(sequence.tokens) >= sampling.max_new_tokens
+            or len(sequence.prompt) + len(sequence.tokens) >= self.context_length
+        ):
+            sequence.finish_reason = "length"
+        if sequence.finished:
+            text += sequence.stream.flush()
+            sequence.cache = None  # the slot's memory, freed now
+        sequence.text += text
+        return Update(sequence, token, text, logprob, top)
+
+
+def _ends(segments: list[Segment]) -> Iterator[int]:
+    """The packed row of each segment's last token."""
+    end = -1
+    for s in segments:
+        end += len(s.ids)
+        yield end
+
+
+class _Attention:
+    """A step's attention, called by each layer: every segment's new keys and values go into
+    its sequence's cache, and its queries attend over that cache, one sequence at a time."""
+
+    def __init__(self, segments: list[Segment], ends: list[int], device: torch.device):
+        self.parts = [
+            (
+                s.sequence.cache,
+                end + 1 - len(s.ids),
+                end + 1,
+                s.past,
+                causal_mask(len(s.ids), s.past, device),
+            )
+            for s, end in zip(segments, ends)
+        ]
+
+    def __call__(self, layer: int, qkv: Tensor) -> Tensor:
+        N, _, n_heads, head_dim = qkv.shape  # (N, 3, n_heads, head_dim)
+        out = qkv.new_zeros(N, n_heads, head_dim)  # a padding row keeps zeros
+        for cache, start, stop, past, (mask, is_causal) in self.parts:
+            kv = cache[layer]  # (2, n_heads, capacity, head_dim)
+            end = past + stop - start
+            kv[:, :, past:end] = qkv[start:stop, 1:].permute(1, 2, 0, 3)
+            queries = qkv[start:stop, 0].transpose(0, 1)  # (n_heads, T, head_dim)
+            context = F.scaled_dot_product_attention(
+                queries, kv[0, :, :end], kv[1, :, :end], attn_mask=mask, is_causal=is_causal
+            )
+            out[start:stop] = context.transpose(0, 1)
+        return out.view(N, n_heads * head_dim)
+
+
+def random_seed() -> int:
+    """A seed for a request that gave none: from the OS, not from any global generator."""
+    return int.from_bytes(os.urandom(8), "little") >> 1
