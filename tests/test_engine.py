@@ -70,7 +70,7 @@ def test_greedy_tokens_and_logprobs_equal_the_request_alone(model, prompts, prec
     alone = [run_alone(fast, r, prefill_chunk=16) for r in requests]
     for max_batch in (3, 16):
         batched = run_staggered(fast, requests, max_batch)
-        for (tokens, logprobs), (ref_tokens, ref_logprobs) in zip(batched, alone):
+        for (tokens, logprobs), (ref_tokens, ref_logprobs) in zip(batched, alone, strict=True):
             assert tokens == ref_tokens
             assert logprobs == ref_logprobs  # bit for bit, not approximately
 

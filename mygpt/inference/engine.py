@@ -159,7 +159,9 @@ class Engine:
         if segments:
             logits = self._forward(segments)
             sampled = (s for s in segments if s.samples)
-            updates += [self._sample(s.sequence, row) for s, row in zip(sampled, logits)]
+            updates += [
+                self._sample(s.sequence, row) for s, row in zip(sampled, logits, strict=True)
+            ]
         self.running = [s for s in self.running if not s.finished]
         return updates
 
@@ -238,7 +240,7 @@ class Engine:
             logprob = float(logprobs[token])
             if request.logprobs > 0:
                 values, ids = logprobs.topk(request.logprobs)
-                top = dict(zip(ids.tolist(), values.tolist()))
+                top = dict(zip(ids.tolist(), values.tolist(), strict=True))
         sequence.tokens.append(token)
         text = ""
         if token == sampling.eos_id:
@@ -280,7 +282,7 @@ class _Attention:
                 s.past,
                 causal_mask(len(s.ids), s.past, device),
             )
-            for s, end in zip(segments, ends)
+            for s, end in zip(segments, ends, strict=True)
         ]
 
     def __call__(self, layer: int, qkv: Tensor) -> Tensor:
