@@ -11,6 +11,7 @@ from mygpt.cli.common import run_main
 COMMANDS = {
     "train": ("train", "train a model on your text, fine-tune one, or score it (= v1)"),
     "chat": ("chat", "complete prompts with GPT-2 or a model of yours (= v2)"),
+    "generate": ("generate", "complete a file of prompts, many at once (JSON Lines in and out)"),
     "export": ("export", "write a model as a Hugging Face folder or a GGUF file"),
 }
 

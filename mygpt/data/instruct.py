@@ -40,6 +40,14 @@ def format_input(entry: dict) -> str:
     return instruction_text + input_text
 
 
+def alpaca_prompt(entry: dict) -> str:
+    """What a model completes for a record: its prompt and the response header."""
+    return format_input(entry) + RESPONSE
+
+
+RESPONSE_END = "###"  # a response ends where the next section would start
+
+
 def is_instruction_file(path: Path) -> bool:
     """A .json or .jsonl file whose first record has an "instruction" field."""
     if not path.is_file() or path.suffix.lower() not in (".json", ".jsonl"):

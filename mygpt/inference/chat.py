@@ -18,12 +18,12 @@ from typing import TextIO
 import tiktoken
 import torch
 
-from mygpt.data.instruct import RESPONSE, TEMPLATES, format_input
-from mygpt.errors import Terminated, UserError
-from mygpt.inference.generate import CHAT_SAMPLING, Sampling, stream_text
-from mygpt.inference.precision import PRECISIONS
+from mygpt.data.instruct import TEMPLATES, alpaca_prompt
+from mygpt.errors import Terminated
+from mygpt.inference.generate import Sampling, stream_text
+from mygpt.inference.options import GenerationOptions, alpaca_sampling
 from mygpt.model import GPTModel
-from mygpt.settings import check_seed, require_seed, setting
+from mygpt.settings import check_seed, setting
 
 CHAT = "chat"  # the group of v2's flags
 
@@ -53,67 +53,16 @@ class ChatSettings:
 
 
 @dataclass(frozen=True)
-class ChatOptions:
-    """v2's flags for the chat: sampling, seed, the timing line and the weights' precision."""
+class ChatOptions(GenerationOptions):
+    """v2's flags for the chat: generation's, and the timing line."""
 
-    max_new_tokens: int = setting(
-        CHAT_SAMPLING.max_new_tokens, "completion length", group=CHAT, positive=True
-    )
-    temperature: float = setting(CHAT_SAMPLING.temperature, "0 is greedy", group=CHAT)
-    top_k: int | None = setting(
-        CHAT_SAMPLING.top_k, "sample among the N likeliest tokens", group=CHAT, positive=True
-    )
-    top_p: float | None = setting(
-        CHAT_SAMPLING.top_p,
-        "nucleus sampling: among the fewest tokens whose probability reaches X",
-        group=CHAT,
-    )
-    repetition_penalty: float = setting(
-        CHAT_SAMPLING.repetition_penalty,
-        "transformers' rule: a seen token's logit is divided by X if positive, multiplied "
-        "if negative; 1 is off",
-        group=CHAT,
-    )
-    stop: tuple[str, ...] = setting(
-        (),
-        "end a completion where its text contains TEXT (repeatable)",
-        group=CHAT,
-        metavar="TEXT",
-        repeat=True,
-    )
-    seed: int | None = setting(None, "same seed, same completions (default: random)", group=CHAT)
     verbose: bool = setting(
         False, "after each completion, a dim line: tokens, seconds, tokens/s", group=CHAT
     )
-    template: str | None = setting(
-        None,
-        "alpaca: each line typed is the instruction of the book's Alpaca prompt, and only "
-        "the response is printed; none: complete the text (default: what the model's file "
-        "records, else none)",
-        group=CHAT,
-        choices=TEMPLATES,
-    )
-    precision: str = setting(
-        "float32",
-        "weights for generation: bfloat16, int8 (Linear layers and the head), or auto "
-        "(the fastest here: timed at first use, cached per machine and model shape); "
-        "float32 is exact",
-        group=CHAT,
-        choices=PRECISIONS,
-    )
-
-    def __post_init__(self) -> None:
-        require_seed(self)
-        self.settings()  # Sampling's own checks, in the flags' words
 
     def settings(self) -> ChatSettings:
         """What the chat starts with; the chat ends a completion at GPT-2's <|endoftext|>."""
-        names = ("max_new_tokens", "temperature", "top_k", "top_p", "repetition_penalty", "stop")
-        try:
-            sampling = replace(CHAT_SAMPLING, **{name: getattr(self, name) for name in names})
-        except ValueError as e:
-            raise UserError("--" + str(e).replace("_", "-")) from None
-        return ChatSettings(sampling, self.seed, self.verbose, self.template or "none")
+        return ChatSettings(self.sampling(), self.seed, self.verbose, self.template or "none")
 
 
 def _parse_optional(kind):
@@ -290,9 +239,7 @@ def wrapped(line: str, settings: ChatSettings) -> tuple[str, Sampling]:
     line is an instruction, and a response ends at the next "###" as at <|endoftext|>."""
     if settings.template != "alpaca":
         return line, settings.sampling
-    sampling = settings.sampling
-    text = format_input({"instruction": line.strip()}) + RESPONSE
-    return text, replace(sampling, stop=(*sampling.stop, "###"))
+    return alpaca_prompt({"instruction": line.strip()}), alpaca_sampling(settings.sampling)
 
 
 def _print_pieces(pieces: Generator[str, None, int]) -> int:

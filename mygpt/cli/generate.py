@@ -1,0 +1,98 @@
+"""Generate completions for a file of prompts, many at once (offline batch generation)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from mygpt import get_tokenizer
+from mygpt.cli.common import (
+    HelpFormatter,
+    add_download_flags,
+    add_settings,
+    download_settings,
+    run_main,
+    settings_from,
+)
+from mygpt.devices import DEVICE_CHOICES, pick_device
+from mygpt.errors import UserError
+from mygpt.inference.engine import Engine
+from mygpt.inference.offline import Job, generate_file, lines_done, read_prompts, requests
+from mygpt.inference.options import GenerationOptions
+from mygpt.inference.precision import for_inference
+from mygpt.io.load import load_model
+from mygpt.settings import as_paths, require_positive, setting
+
+FILES = "files and batching"
+
+
+@dataclass(frozen=True)
+class GenerateSettings:
+    """Where the prompts come from and go, and how many run at once."""
+
+    input: Path = setting(
+        None,
+        'JSON Lines: {"prompt": "..."} or an Alpaca record (instruction, input, output) a line',
+        group=FILES,
+    )
+    output: Path = setting(
+        None,
+        "JSON Lines, one line per prompt in input order; an existing file is continued",
+        group=FILES,
+    )
+    max_batch: int = setting(16, "sequences generated at once", group=FILES, positive=True)
+
+    def __post_init__(self) -> None:
+        as_paths(self, "input", "output")
+        for name in ("input", "output"):
+            if getattr(self, name) is None:
+                raise UserError(f"--{name} is required")
+        require_positive(self, "max_batch")
+
+
+def parse_args(argv: list[str] | None, prog: str | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=HelpFormatter)
+    p.add_argument(
+        "model",
+        metavar="MODEL",
+        help="a GPT-2 size (124M, 355M, 774M, 1558M; downloaded once), a checkpoint folder, "
+        "or a model.safetensors / checkpoint.pt of MyGPT's",
+    )
+    add_settings(p, GenerateSettings)
+    add_settings(p, GenerationOptions)
+    p.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="auto: cuda, then cpu")
+    add_download_flags(p)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> None:
+    """`mygpt generate MODEL --input prompts.jsonl --output out.jsonl`."""
+    args = parse_args(argv, prog)
+    files = settings_from(GenerateSettings, args)
+    options = settings_from(GenerationOptions, args)
+    records = read_prompts(files.input)  # every line checked before any model is loaded
+    done = lines_done(files.output, len(records))
+    if done == len(records):
+        print(f"{files.output} already holds all {done} results")
+        return
+    model = load_model(args.model, pick_device(args.device), download=download_settings(args))
+    job = Job(options.sampling(), options.seed, options.template or model.template)
+    tokenizer = get_tokenizer()
+    engine = Engine(for_inference(model, options.precision, log=print), tokenizer, files.max_batch)
+    work = requests(records, job, tokenizer, engine)[done:]
+    if done:
+        print(f"Continuing {files.output} after its {done} lines")
+
+    def progress(total: int) -> tqdm:
+        return tqdm(total=total, unit="seq", file=sys.stderr, dynamic_ncols=True)
+
+    written = sum(1 for _ in generate_file(engine, work, files.output, progress))
+    print(f"Wrote {written} results to {files.output} ({done + written} lines)")
+
+
+if __name__ == "__main__":
+    run_main(main)
