@@ -22,7 +22,13 @@ from pathlib import Path
 from mygpt.io.files import cache_dir
 
 VERSION = "0.3.36"  # llama-cpp-python; its vendored llama.cpp is what the tests run against
-TOOLS = ("llama-bench", "llama-completion", "llama-perplexity")
+TOOLS = (
+    "llama-bench",
+    "llama-completion",
+    "llama-perplexity",
+    "llama-batched-bench",
+    "llama-server",
+)
 
 
 def cpu_key() -> str:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 
-from mygpt.cli import chat, export, train
+from mygpt.cli import chat, export, generate, train
 
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 PROGRAMS = {  # how a command line names a program -> its parser
@@ -18,6 +18,7 @@ PROGRAMS = {  # how a command line names a program -> its parser
     "MyGPT_v2_pretrained.py": chat.parse_args,
     "train": lambda args: train.build_parser().parse_args(args),
     "chat": chat.parse_args,
+    "generate": generate.parse_args,
     "export": export.parse_args,
     "mygpt.export": export.parse_args,
 }
@@ -75,6 +76,8 @@ def test_the_readmes_mygpt_commands_and_python_run_as_written(tmp_path):
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "runs/tiny/model.safetensors").is_file()
     assert (tmp_path / "runs/tiny.gguf").is_file()
+    (result,) = (tmp_path / "runs/out.jsonl").read_text().splitlines()
+    assert '"prompt": "Every effort moves you"' in result and '"finish_reason"' in result
     assert "MyGPT: Every effort moves you" in done.stdout
     done = subprocess.run(
         [sys.executable, "-c", python], cwd=tmp_path, capture_output=True, text=True

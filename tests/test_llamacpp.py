@@ -151,3 +151,24 @@ def test_the_speed_comparison_runs_without_repacking(tmp_path):
     results = json.loads((tmp_path / "speed.json").read_text())
     assert results["llama.cpp"].endswith("repack off")
     assert all(row["llama.cpp tg"] > 0 and row["llama.cpp pp"] > 0 for row in results["rows"])
+
+
+def test_the_batch_throughput_comparison_runs_and_writes_json(tmp_path):
+    """bench/batch_throughput.py --quick: the engine and llama-batched-bench at each batch."""
+    root = Path(__file__).resolve().parent.parent
+    script, out_json = root / "bench" / "batch_throughput.py", tmp_path / "batch.json"
+    out = subprocess.run(
+        [sys.executable, str(script), "--quick", "--json", str(out_json)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=root,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = json.loads(out_json.read_text())["rows"]
+    assert [r["precision"] for r in rows] == ["float32", "bfloat16", "int8"]
+    for row in rows:
+        for side in ("MyGPT", "llama.cpp"):
+            assert set(row[side]) == {"1", "4"} and all(v > 0 for v in row[side].values())
+        assert row["chat batch 1"] > 0 and row["ttft alone"] > 0 and row["ttft joined 15"] > 0
+    assert "| small | int8 (Q8_0) |" in out.stdout

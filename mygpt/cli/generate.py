@@ -54,7 +54,7 @@ class GenerateSettings:
         require_positive(self, "max_batch")
 
 
-def parse_args(argv: list[str] | None, prog: str | None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=HelpFormatter)
     p.add_argument(
         "model",
