@@ -8,10 +8,10 @@ The same random weights (GPT-2's shape, tied head, biases) go to MyGPT's engine 
 MyGPT's GGUF exporter, to `llama-batched-bench` (built once, bench/llamacpp.py): float32 beside
 F32, bfloat16 beside BF16, int8 beside Q8_0. For each number of parallel sequences (-npl), each
 with its own prompt of --prompt tokens then --new-tokens generated, both report decoding's total
-tokens/s (llama-batched-bench's S_TG: the generation phase, prompts done). The two alternate,
-per precision. "batch 1 (chat)" is the chat's one-sequence path (`generate`), the speed the
-engine's batches are compared with. Time to first token: a request arriving while 15 others
-decode (between two steps), beside the same request alone.
+tokens/s (llama-batched-bench's S_TG: the generation phase, prompts done). The two alternate
+in each of --repeats rounds; the table gives medians. "chat batch 1" is the chat's
+one-sequence path (`generate`), the speed the engine's batches are compared with. Time to first
+token: a request arriving while 15 others decode (between two steps), beside it alone.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -136,15 +137,30 @@ def measure(name: str, cfg: GPTConfig, precision: str, tools: Path, args, work: 
     )
     engine_decode_rate(engine, 2, 8, 4)  # warm-up: first calls pick kernels
     row = {"model": name, "precision": precision, "gguf": PAIRS[precision].upper()}
-    row["chat batch 1"] = decode_rate(fast, args.new_tokens)
-    row["llama.cpp"] = llama_batched_bench(
-        tools, gguf, args.npl, args.prompt, args.new_tokens, args.threads
-    )
-    row["MyGPT"] = {
-        n: engine_decode_rate(engine, n, args.prompt, args.new_tokens) for n in args.npl
+    runs = {
+        "chat batch 1": [],
+        "llama.cpp": [],
+        "MyGPT": [],
+        "ttft joined 15": [],
+        "ttft alone": [],
     }
-    joined, alone = time_to_first_token(engine, 15, args.prompt)
-    row |= {"ttft joined 15": joined, "ttft alone": alone}
+    for _ in range(args.repeats):  # alternating, so that a noisy spell hits both sides
+        runs["chat batch 1"].append(decode_rate(fast, args.new_tokens))
+        runs["llama.cpp"].append(
+            llama_batched_bench(tools, gguf, args.npl, args.prompt, args.new_tokens, args.threads)
+        )
+        runs["MyGPT"].append(
+            {n: engine_decode_rate(engine, n, args.prompt, args.new_tokens) for n in args.npl}
+        )
+        joined, alone = time_to_first_token(engine, 15, args.prompt)
+        runs["ttft joined 15"].append(joined)
+        runs["ttft alone"].append(alone)
+    for key, values in runs.items():
+        if isinstance(values[0], dict):
+            row[key] = {n: statistics.median(v[n] for v in values) for n in args.npl}
+        else:
+            row[key] = statistics.median(values)
+    joined, alone = row["ttft joined 15"], row["ttft alone"]
     gguf.unlink()
     rates = ", ".join(f"{n}: {row['MyGPT'][n]:.1f} / {row['llama.cpp'][n]:.1f}" for n in args.npl)
     print(
@@ -164,6 +180,7 @@ def main() -> None:
     p.add_argument("--prompt", type=int, default=64, help="prompt tokens per sequence")
     p.add_argument("--new-tokens", type=int, default=32, help="tokens generated per sequence")
     p.add_argument("--prefill-chunk", type=int, default=256)
+    p.add_argument("--repeats", type=int, default=3, help="medians of this many runs")
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--quick", action="store_true", help="a small shape, few tokens: a smoke test")
     p.add_argument("--json", type=Path, help="also write the results here")
@@ -173,7 +190,7 @@ def main() -> None:
         {"small": QUICK} if args.quick else {s: gpt2_config(s, qkv_bias=True) for s in args.sizes}
     )
     if args.quick:
-        args.npl, args.prompt, args.new_tokens = [1, 4], 8, 4
+        args.npl, args.prompt, args.new_tokens, args.repeats = [1, 4], 8, 4, 1
     tools = llamacpp.build(log=lambda s: print(s, file=sys.stderr))
     print(f"CPU: {cpu_line()}; {args.threads} threads; torch {torch.__version__}", flush=True)
     print(llamacpp.configuration(), flush=True)

@@ -111,6 +111,10 @@ class Engine:
         self.max_batch, self.prefill_chunk = max_batch, prefill_chunk
         self.context_length = model.cfg.context_length
         self.device = model.tok_emb.weight.device
+        # Keys and values in the activations' dtype, but float32 on a CPU: its bfloat16
+        # attention kernel for one query is 2.7 times slower than float32's (bench/README.md).
+        dtype = model.tok_emb.weight.dtype
+        self.cache_dtype = torch.float32 if self.device.type == "cpu" else dtype
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []  # admitted: prefilling or decoding
 
@@ -177,12 +181,12 @@ class Engine:
                 sequence.finish_reason = "length"
                 updates.append(Update(sequence, None, ""))
                 continue
-            cfg, dtype = self.model.cfg, self.model.tok_emb.weight.dtype
+            cfg = self.model.cfg
             capacity = min(
                 self.context_length, len(request.prompt) + request.sampling.max_new_tokens
             )
             shape = (cfg.n_layers, 2, cfg.n_heads, capacity, cfg.head_dim)
-            sequence.cache = torch.empty(shape, dtype=dtype, device=self.device)
+            sequence.cache = torch.empty(shape, dtype=self.cache_dtype, device=self.device)
             sequence.stream = TextStream(self.tokenizer, request.sampling.stop)
             if request.sampling.temperature > 0:
                 seed = request.seed if request.seed is not None else random_seed()
@@ -218,7 +222,7 @@ class Engine:
         if n_rows == 1:
             rows = rows.repeat(2)
         tokens = torch.tensor(ids, device=self.device)
-        attend = _Attention(segments, ends.tolist(), self.device)
+        attend = _Attention(segments, ends.tolist(), len(ids), self.device)
         logits = self.model.forward_packed(
             tokens, torch.tensor(positions, device=self.device), attend, rows.to(self.device)
         )
@@ -273,31 +277,38 @@ class _Attention:
     """A step's attention, called by each layer: every segment's new keys and values go into
     its sequence's cache, and its queries attend over that cache, one sequence at a time."""
 
-    def __init__(self, segments: list[Segment], ends: list[int], device: torch.device):
-        self.parts = [
-            (
-                s.sequence.cache,
-                end + 1 - len(s.ids),
-                end + 1,
-                s.past,
-                causal_mask(len(s.ids), s.past, device),
+    def __init__(self, segments: list[Segment], ends: list[int], n_rows: int, device: torch.device):
+        self.parts = []
+        for s, end in zip(segments, ends, strict=True):
+            cache, T = s.sequence.cache, len(s.ids)
+            self.parts.append(
+                (  # each layer's views, made once a step rather than once a layer
+                    end + 1 - T,
+                    end + 1,
+                    cache[:, :, :, s.past : s.past + T].unbind(0),  # where the new ones go
+                    cache[:, 0, :, : s.past + T].unbind(0),  # keys to attend over
+                    cache[:, 1, :, : s.past + T].unbind(0),  # values
+                    *causal_mask(T, s.past, device),
+                )
             )
-            for s, end in zip(segments, ends, strict=True)
-        ]
+        self.padding = n_rows - (ends[-1] + 1)  # rows that are no sequence's (0 or 1)
 
     def __call__(self, layer: int, qkv: Tensor) -> Tensor:
         N, _, n_heads, head_dim = qkv.shape  # (N, 3, n_heads, head_dim)
-        out = qkv.new_zeros(N, n_heads, head_dim)  # a padding row keeps zeros
-        for cache, start, stop, past, (mask, is_causal) in self.parts:
-            kv = cache[layer]  # (2, n_heads, capacity, head_dim)
-            end = past + stop - start
-            kv[:, :, past:end] = qkv[start:stop, 1:].permute(1, 2, 0, 3)
-            queries = qkv[start:stop, 0].transpose(0, 1)  # (n_heads, T, head_dim)
-            context = F.scaled_dot_product_attention(
-                queries, kv[0, :, :end], kv[1, :, :end], attn_mask=mask, is_causal=is_causal
+        contexts = []
+        for start, stop, new_kv, keys, values, mask, is_causal in self.parts:
+            new = qkv[start:stop]  # (T, 3, n_heads, head_dim)
+            new_kv[layer].copy_(new[:, 1:].permute(1, 2, 0, 3))
+            queries = new[:, 0].transpose(0, 1).to(keys[layer].dtype)  # (n_heads, T, head_dim)
+            contexts.append(
+                F.scaled_dot_product_attention(
+                    queries, keys[layer], values[layer], attn_mask=mask, is_causal=is_causal
+                )
             )
-            out[start:stop] = context.transpose(0, 1)
-        return out.view(N, n_heads * head_dim)
+        if self.padding:
+            contexts.append(contexts[-1].new_zeros(n_heads, self.padding, head_dim))
+        context = torch.cat(contexts, dim=1).transpose(0, 1)  # (N, n_heads, head_dim)
+        return context.reshape(N, n_heads * head_dim).to(qkv.dtype)
 
 
 def random_seed() -> int:
