@@ -159,3 +159,36 @@ def test_prompts_that_leave_no_room_are_refused(model):
     for prompt in ((), tuple(range(CFG.context_length))):
         with pytest.raises(ValueError, match="takes 1 to 95"):
             engine.add(Request(prompt))
+
+
+def test_prompt_logprobs_equal_the_book_model_in_any_chunking(model, prompts):
+    fast = for_inference(model, "float32")
+    prompt = prompts[4]  # 70 tokens
+    with torch.no_grad():
+        reference = model(torch.tensor([prompt]))[0].log_softmax(-1)
+    expected = reference[:-1].gather(1, torch.tensor(prompt[1:])[:, None])[:, 0]
+    expected_top = reference[:-1].topk(3)
+    scored = []
+    for chunk in (16, 256):
+        engine = Engine(fast, get_tokenizer(), prefill_chunk=chunk)
+        other = engine.add(Request(prompts[1], Sampling(max_new_tokens=30)))
+        engine.step()
+        sequence = engine.add(Request(prompt, Sampling(max_new_tokens=0), prompt_logprobs=3))
+        _drain(engine)
+        assert sequence.tokens == [] and sequence.finish_reason == "length" and other.finished
+        chosen = torch.tensor([lp for lp, _ in sequence.prompt_logprobs])
+        torch.testing.assert_close(chosen, expected, rtol=0, atol=1e-4)
+        for (_, top), ids in zip(sequence.prompt_logprobs, expected_top.indices, strict=True):
+            assert list(top) == ids.tolist()
+        scored.append(sequence.prompt_logprobs)
+    assert scored[0] == scored[1]  # 5 chunks or 1: bit for bit
+
+
+def test_presence_and_frequency_penalties_follow_openai_and_generate(model, prompts):
+    fast = for_inference(model, "float32")
+    sampling = Sampling(max_new_tokens=20, presence_penalty=-2.0, frequency_penalty=-1.0)
+    for prompt in prompts[:3]:
+        tokens, _ = run_alone(fast, Request(prompt, sampling))
+        ids = torch.tensor([prompt])
+        assert tokens == generate(model, ids, sampling=sampling)[0, len(prompt) :].tolist()
+        assert tokens != run_alone(fast, Request(prompt, Sampling(max_new_tokens=20)))[0]

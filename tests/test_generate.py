@@ -231,3 +231,20 @@ def test_stop_strings_end_the_text_even_across_tokens(tokenizer):
         assert "".join(streamed) == expected
         assert complete_text(model, tokenizer, prompt_text, sampling=s) == prompt_text + expected
     assert full.find(across) < len("".join(pieces[: k + 1]))  # it did span two tokens
+
+
+def test_presence_and_frequency_penalties_are_openais_formula():
+    import numpy as np
+
+    from mygpt.inference.generate import Sampling, penalize_presence
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(2, 11)).astype(np.float32)
+    generated = np.array([[3, 3, 5, 3], [0, 1, 2, 10]])
+    sampling = Sampling(presence_penalty=0.5, frequency_penalty=-1.25)
+    expected = logits.copy()
+    for row, ids in enumerate(generated):
+        counts = np.bincount(ids, minlength=11)
+        expected[row] -= 0.5 * (counts > 0) + -1.25 * counts
+    got = penalize_presence(torch.from_numpy(logits), torch.from_numpy(generated), sampling)
+    np.testing.assert_allclose(got.numpy(), expected, rtol=0, atol=1e-6)

@@ -30,7 +30,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mygpt.inference.fast import FastGPT
-from mygpt.inference.generate import Sampling, TextStream, penalize_repetition, sample_next_token
+from mygpt.inference.generate import (
+    Sampling,
+    TextStream,
+    penalize_presence,
+    penalize_repetition,
+    sample_next_token,
+)
 from mygpt.model import causal_mask
 
 FinishReason = Literal["stop", "length", "cancelled"]  # OpenAI's two, and a client gone
@@ -39,12 +45,14 @@ FinishReason = Literal["stop", "length", "cancelled"]  # OpenAI's two, and a cli
 @dataclass(frozen=True)
 class Request:
     """What to generate: a prompt's token ids, how to sample, and a seed for sampling (None:
-    random); `logprobs` N asks for each token's log-probability and the N likeliest."""
+    random); `logprobs` N asks for each token's log-probability and the N likeliest. With
+    `prompt_logprobs` and max_new_tokens 0, the prompt is only scored."""
 
     prompt: tuple[int, ...]
     sampling: Sampling = Sampling()
     seed: int | None = None
     logprobs: int | None = None
+    prompt_logprobs: int | None = None  # the same for each prompt token after the first
 
 
 @dataclass(frozen=True)
@@ -66,6 +74,8 @@ class Sequence:
     request: Request
     tag: object = None  # the caller's: what this sequence answers
     tokens: list[int] = field(default_factory=list)  # generated, an end-of-text one included
+    # (log-probability, {id: log-probability} of the likeliest or None) of prompt tokens 2...
+    prompt_logprobs: list[tuple[float, dict[int, float] | None]] = field(default_factory=list)
     text: str = ""  # shown so far: what comes before a stop string
     finish_reason: FinishReason | None = None
     cached: int = 0  # positions in the cache: the prompt's, then the tokens fed back
@@ -160,12 +170,17 @@ class Engine:
         self.running = [s for s in self.running if not s.finished]  # cancelled since
         updates = self._admit()
         segments = self._schedule()
-        if segments:
-            logits = self._forward(segments)
-            sampled = (s for s in segments if s.samples)
-            updates += [
-                self._sample(s.sequence, row) for s, row in zip(sampled, logits, strict=True)
-            ]
+        for segment, logits in zip(segments, self._forward(segments), strict=True):
+            sequence = segment.sequence
+            if sequence.request.prompt_logprobs is not None and segment.past < len(sequence.prompt):
+                self._score_prompt(segment, logits)
+            if not segment.samples:
+                continue
+            if sequence.request.sampling.max_new_tokens == 0:  # the prompt scored: done
+                sequence.finish_reason, sequence.cache = "length", None
+                updates.append(Update(sequence, None, ""))
+            else:
+                updates.append(self._sample(sequence, logits[-1]))
         self.running = [s for s in self.running if not s.finished]
         return updates
 
@@ -177,13 +192,13 @@ class Engine:
             if sequence.finished:  # cancelled while waiting
                 continue
             request = sequence.request
-            if request.sampling.max_new_tokens == 0:
+            if request.sampling.max_new_tokens == 0 and request.prompt_logprobs is None:
                 sequence.finish_reason = "length"
                 updates.append(Update(sequence, None, ""))
                 continue
             cfg = self.model.cfg
             capacity = min(
-                self.context_length, len(request.prompt) + request.sampling.max_new_tokens
+                self.context_length, len(request.prompt) + max(request.sampling.max_new_tokens, 1)
             )
             shape = (cfg.n_layers, 2, cfg.n_heads, capacity, cfg.head_dim)
             sequence.cache = torch.empty(shape, dtype=self.cache_dtype, device=self.device)
@@ -210,25 +225,54 @@ class Engine:
             segments.append(Segment(sequence, prompt[past:end], past, end == len(prompt)))
         return segments
 
-    def _forward(self, segments: list[Segment]) -> Tensor:
-        """Logits (sampling segments, vocab_size) of the packed batch of `segments`."""
+    def _forward(self, segments: list[Segment]) -> list[Tensor]:
+        """Each segment's logits (float32) of the packed batch of `segments`: every row's
+        where its prompt is scored, else its last row's if it samples, else none."""
+        if not segments:
+            return []
         ids = [i for s in segments for i in s.ids]
         positions = [s.past + j for s in segments for j in range(len(s.ids))]
-        ends = torch.tensor(list(_ends(segments)), dtype=torch.long)
-        rows = ends[[s.samples for s in segments]]
+        ends = list(_ends(segments))
+        wanted = [self._rows_wanted(s, end) for s, end in zip(segments, ends, strict=True)]
+        rows = [row for rows in wanted for row in rows]
         n_rows = len(rows)
         if len(ids) == 1:  # never one row (see the module's docstring): a copy beside it
             ids, positions = ids * 2, positions * 2
         if n_rows == 1:
-            rows = rows.repeat(2)
-        tokens = torch.tensor(ids, device=self.device)
-        attend = _Attention(segments, ends.tolist(), len(ids), self.device)
+            rows = rows * 2
+        attend = _Attention(segments, ends, len(ids), self.device)
         logits = self.model.forward_packed(
-            tokens, torch.tensor(positions, device=self.device), attend, rows.to(self.device)
+            torch.tensor(ids, device=self.device),
+            torch.tensor(positions, device=self.device),
+            attend,
+            torch.tensor(rows, dtype=torch.long, device=self.device),
         )
         for s in segments:
             s.sequence.cached += len(s.ids)
-        return logits[:n_rows].float()
+        return list(logits[:n_rows].float().split([len(w) for w in wanted]))
+
+    @staticmethod
+    def _rows_wanted(segment: Segment, end: int) -> range:
+        """The packed rows of `segment` whose logits are needed (`end`: its last row)."""
+        scores = segment.sequence.request.prompt_logprobs is not None
+        if scores and segment.past < len(segment.sequence.prompt):
+            return range(end + 1 - len(segment.ids), end + 1)
+        return range(end, end + 1) if segment.samples else range(0)
+
+    def _score_prompt(self, segment: Segment, logits: Tensor) -> None:
+        """Record the log-probability of each prompt token that `segment`'s rows predict."""
+        sequence, n_top = segment.sequence, segment.sequence.request.prompt_logprobs
+        logprobs = logits.log_softmax(-1)  # row j predicts the token after position past + j
+        targets = sequence.prompt[segment.past + 1 : segment.past + len(segment.ids) + 1]
+        chosen = logprobs[torch.arange(len(targets)), torch.tensor(targets)].tolist()
+        tops = [None] * len(targets)
+        if n_top:
+            values, ids = logprobs[: len(targets)].topk(n_top)
+            tops = [
+                dict(zip(i, v, strict=True))
+                for i, v in zip(ids.tolist(), values.tolist(), strict=True)
+            ]
+        sequence.prompt_logprobs += list(zip(chosen, tops, strict=True))
 
     def _sample(self, sequence: Sequence, logits: Tensor) -> Update:
         """Pick `sequence`'s next token from its (vocab_size,) logits; end it if it is done."""
@@ -239,6 +283,9 @@ class Engine:
         if sampling.repetition_penalty != 1.0:
             seen = torch.tensor([[*sequence.prompt, *sequence.tokens]], device=logits.device)
             logits = penalize_repetition(logits[None], seen, sampling.repetition_penalty)[0]
+        if sequence.tokens:
+            generated = torch.tensor([sequence.tokens], device=logits.device)
+            logits = penalize_presence(logits[None], generated, sampling)[0]
         token = int(sample_next_token(logits[None], sampling, sequence.generator))
         if request.logprobs is not None:
             logprob = float(logprobs[token])

@@ -28,6 +28,10 @@ class Sampling:
     top_k: int | None = None  # sample among the k likeliest tokens
     top_p: float | None = None  # sample within this probability mass (nucleus)
     repetition_penalty: float = 1.0  # > 1 discourages tokens already seen; 1 is off
+    # OpenAI's: minus this from the logit of each token generated so far (presence), and minus
+    # this times its count (frequency); 0 is off, -2 to 2.
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
     eos_id: int | None = None  # stop a row when it emits this id
     stop: tuple[str, ...] = ()  # text only: end the completion before any of these strings
 
@@ -44,6 +48,9 @@ class Sampling:
             raise ValueError(
                 f"repetition_penalty must be > 0 and finite, got {self.repetition_penalty}"
             )
+        for name in ("presence_penalty", "frequency_penalty"):
+            if not -2.0 <= getattr(self, name) <= 2.0:  # also refuses nan
+                raise ValueError(f"{name} must be from -2 to 2, got {getattr(self, name)}")
         if isinstance(self.stop, str):
             raise TypeError("stop is a tuple of strings, not one string")
         if "" in self.stop:
@@ -73,6 +80,17 @@ def penalize_repetition(logits: Tensor, seen: Tensor, penalty: float) -> Tensor:
     scores = torch.where(scores < 0, scores * penalty, scores / penalty)
     # A penalty near 0 overflows: the largest finite logit keeps such a token first, not nan.
     return logits.scatter(-1, seen, scores.nan_to_num())
+
+
+def penalize_presence(logits: Tensor, generated: Tensor, sampling: Sampling) -> Tensor:
+    """OpenAI's presence and frequency penalties on (B, vocab_size) `logits`, given the (B, T)
+    ids generated so far: logit - presence * (count > 0) - frequency * count."""
+    if sampling.presence_penalty == 0.0 and sampling.frequency_penalty == 0.0:
+        return logits
+    counts = torch.zeros_like(logits).scatter_add_(
+        -1, generated, torch.ones_like(generated, dtype=logits.dtype)
+    )
+    return logits - sampling.presence_penalty * (counts > 0) - sampling.frequency_penalty * counts
 
 
 def sample_next_token(
@@ -127,6 +145,7 @@ def generate_stream(
         raise ValueError("stop strings are text: use stream_text or complete_text")
     context_size = min(context_size or model.cfg.context_length, model.cfg.context_length)
     finished = torch.zeros(idx.shape[0], dtype=torch.bool, device=idx.device)
+    prompt_length = idx.shape[1]
     kv_cache = model.new_kv_cache() if use_cache else None
     was_training = model.training
     model.eval()
@@ -145,6 +164,7 @@ def generate_stream(
             logits = model(ids.new_empty(ids.shape).copy_(ids), kv_cache, last_only=True)
             # As transformers does: the penalty sees every id so far, prompt included.
             logits = penalize_repetition(logits[:, -1].float(), idx, sampling.repetition_penalty)
+            logits = penalize_presence(logits, idx[:, prompt_length:], sampling)
             next_ids = sample_next_token(logits, sampling, generator)
             if sampling.eos_id is not None:
                 # Rows that already ended keep emitting eos_id, so the batch stays rectangular.
