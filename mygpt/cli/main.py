@@ -12,6 +12,7 @@ COMMANDS = {
     "train": ("train", "train a model on your text, fine-tune one, or score it (= v1)"),
     "chat": ("chat", "complete prompts with GPT-2 or a model of yours (= v2)"),
     "generate": ("generate", "complete a file of prompts, many at once (JSON Lines in and out)"),
+    "serve": ("serve", "serve a model with OpenAI's API and a web page to try it"),
     "export": ("export", "write a model as a Hugging Face folder or a GGUF file"),
 }
 

@@ -65,6 +65,7 @@ class Update:
     text: str
     logprob: float | None = None
     top_logprobs: dict[int, float] | None = None
+    finish_reason: FinishReason | None = None  # set on a sequence's last update
 
 
 @dataclass(eq=False)
@@ -178,7 +179,7 @@ class Engine:
                 continue
             if sequence.request.sampling.max_new_tokens == 0:  # the prompt scored: done
                 sequence.finish_reason, sequence.cache = "length", None
-                updates.append(Update(sequence, None, ""))
+                updates.append(Update(sequence, None, "", finish_reason="length"))
             else:
                 updates.append(self._sample(sequence, logits[-1]))
         self.running = [s for s in self.running if not s.finished]
@@ -194,7 +195,7 @@ class Engine:
             request = sequence.request
             if request.sampling.max_new_tokens == 0 and request.prompt_logprobs is None:
                 sequence.finish_reason = "length"
-                updates.append(Update(sequence, None, ""))
+                updates.append(Update(sequence, None, "", finish_reason="length"))
                 continue
             cfg = self.model.cfg
             capacity = min(
@@ -309,7 +310,7 @@ class Engine:
             text += sequence.stream.flush()
             sequence.cache = None  # the slot's memory, freed now
         sequence.text += text
-        return Update(sequence, token, text, logprob, top)
+        return Update(sequence, token, text, logprob, top, sequence.finish_reason)
 
 
 def _ends(segments: list[Segment]) -> Iterator[int]:
