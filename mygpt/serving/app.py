@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -269,13 +270,18 @@ class OpenAIServer:
         If the client leaves (a stream cancelled, or a wait that finds it gone), its
         sequences are cancelled and free their slots at the next step."""
         open_tickets = set(tickets)
+        checked = time.monotonic()
         try:
             while open_tickets:
                 try:
                     ticket, update = await asyncio.wait_for(queue.get(), POLL_DISCONNECT_S)
                 except TimeoutError:
-                    if not stream and await http.is_disconnected():
+                    ticket = update = None
+                if not stream and time.monotonic() - checked > POLL_DISCONNECT_S:
+                    checked = time.monotonic()  # a stream learns it when a write fails
+                    if await http.is_disconnected():
                         return
+                if update is None:
                     continue
                 yield ticket, update
                 if update.finish_reason is not None:
@@ -472,6 +478,28 @@ def sse(chunks: AsyncIterator[dict]) -> StreamingResponse:
     return StreamingResponse(lines(), media_type="text/event-stream", headers=headers)
 
 
+def validation_error(errors: list[dict]) -> JSONResponse:
+    """pydantic's errors as OpenAI's: the field's path as `param`, and what is wrong with it.
+
+    A field of several types (`stop`: text or a list) fails once per type; the error shown
+    is one about its value (a list too long), not that it is not the first type."""
+    first = min(errors, key=lambda e: e.get("type", "").endswith("_type"))
+    if first.get("type") == "json_invalid":
+        return error_response(400, f"the body is not valid JSON: {first.get('msg')}")
+    where = [str(part) for part in first.get("loc", ()) if part != "body"]
+    where = [part for part in where if not _is_type_tag(part)]
+    param = ".".join(where) or None
+    message = f"{param}: {first.get('msg')}" if param else str(first.get("msg"))
+    return error_response(400, message, param)
+
+
+def _is_type_tag(part: str) -> bool:
+    """Whether a part of pydantic's error location names a type of a union, not a field."""
+    return (
+        "[" in part or "-" in part or part[:1].isupper() or part in ("str", "int", "float", "bool")
+    )
+
+
 def create_app(
     engine: Engine, config: ServerConfig, on_ready: Callable[[], None] | None = None
 ) -> FastAPI:
@@ -498,13 +526,7 @@ def create_app(
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request, e: RequestValidationError):
-        first = e.errors()[0]
-        where = [str(p) for p in first.get("loc", ()) if p != "body"]
-        if first.get("type") == "json_invalid":
-            return error_response(400, f"the body is not valid JSON: {first.get('msg')}")
-        param = ".".join(where) or None
-        message = f"{param}: {first.get('msg')}" if param else str(first.get("msg"))
-        return error_response(400, message, param)
+        return validation_error(e.errors())
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request, e: StarletteHTTPException):
