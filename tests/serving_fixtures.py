@@ -57,3 +57,15 @@ def serving(
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+class BrokenOnce(Engine):
+    """An engine whose first step fails, as a bug would: the server must go on serving."""
+
+    failed = False
+
+    def step(self):
+        if not self.failed:
+            self.failed = True
+            raise RuntimeError("a bug in a step")
+        return super().step()

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 
-from mygpt.cli import chat, export, generate, train
+from mygpt.cli import chat, export, generate, serve, train
 
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 PROGRAMS = {  # how a command line names a program -> its parser
@@ -19,6 +19,7 @@ PROGRAMS = {  # how a command line names a program -> its parser
     "train": lambda args: train.build_parser().parse_args(args),
     "chat": chat.parse_args,
     "generate": generate.parse_args,
+    "serve": serve.parse_args,
     "export": export.parse_args,
     "mygpt.export": export.parse_args,
 }

@@ -16,7 +16,7 @@ from conftest import run_in_process
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
-from serving_fixtures import CFG, SlowEngine, serving, small_model
+from serving_fixtures import CFG, BrokenOnce, SlowEngine, serving, small_model
 
 from mygpt import complete_text, get_tokenizer
 from mygpt.io.model_files import save_model
@@ -429,3 +429,22 @@ def test_nothing_a_client_sends_gets_a_500(server, path, body, chat, use_message
 
 def test_the_context_is_the_models(server, client):
     assert client.models.list().data[0].model_extra["max_model_len"] == CFG.context_length
+
+
+def test_a_failing_step_fails_its_requests_and_the_server_goes_on(model, capsys):
+    with serving(model, engine_class=BrokenOnce) as (url, _):
+        status, _, _ = request(url, "POST", "/v1/completions", {"prompt": "a", "max_tokens": 3})
+        assert status == 500  # a bug, not the client's doing: said in the server's log
+        assert "a bug in a step" in capsys.readouterr().err
+        status, _, reply = request(url, "POST", "/v1/completions", {"prompt": "a", "max_tokens": 3})
+        assert status == 200 and reply["choices"][0]["finish_reason"] in ("stop", "length")
+
+
+def test_a_whole_context_can_be_scored_but_not_continued(client):
+    ids = list(range(1000, 1000 + CFG.context_length))
+    scored = client.completions.create(
+        model="tiny", prompt=ids, max_tokens=0, echo=True, logprobs=0
+    )
+    assert len(scored.choices[0].logprobs.token_logprobs) == CFG.context_length
+    with pytest.raises(openai.BadRequestError, match="takes 1 to 127"):
+        client.completions.create(model="tiny", prompt=ids, max_tokens=0)

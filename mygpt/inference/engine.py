@@ -10,7 +10,7 @@ it ends, and its slot goes to the next one waiting.
 A request's tokens do not depend on what else runs (tests/test_engine.py):
 - a row of a Linear layer is computed the same way whatever the number of rows, from two on
   (oneDNN; one row takes a matrix-vector kernel that sums in another order), so a step never
-  has fewer than two; int8's sums are exact integers anyway;
+  has fewer than two rows; int8's sums are exact integers, so it needs no such copy;
 - attention runs per sequence, over its own keys, in the shapes of a run alone;
 - a prompt is cut into chunks at fixed offsets, whatever else waits;
 - each request samples with its own random generator.
@@ -126,16 +126,23 @@ class Engine:
         # attention kernel for one query is 2.7 times slower than float32's (bench/README.md).
         dtype = model.tok_emb.weight.dtype
         self.cache_dtype = torch.float32 if self.device.type == "cpu" else dtype
+        # One row takes other float kernels than several; int8's integer sums are exact in
+        # any batch, so its lone rows run alone (a fifth faster at batch 1).
+        exact = getattr(model, "precision", None) == "int8" and self.device.type == "cpu"
+        self.pad_single_rows = not exact
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []  # admitted: prefilling or decoding
 
     def check(self, request: Request) -> None:
-        """Raise ValueError if `request` cannot run: its prompt must leave room for a token."""
-        n = len(request.prompt)
-        if not 0 < n < self.context_length:
+        """Raise ValueError if `request` cannot run: a prompt must leave room for a token,
+        or, only scored (no new tokens), fit the context."""
+        n, most = len(request.prompt), self.context_length - 1
+        if request.sampling.max_new_tokens == 0 and request.prompt_logprobs is not None:
+            most += 1
+        if not 0 < n <= most:
             raise ValueError(
                 f"the prompt has {n} tokens; the model's context of {self.context_length} "
-                f"takes 1 to {self.context_length - 1}"
+                f"takes 1 to {most}"
             )
 
     def add(self, request: Request, tag: object = None) -> Sequence:
@@ -237,9 +244,9 @@ class Engine:
         wanted = [self._rows_wanted(s, end) for s, end in zip(segments, ends, strict=True)]
         rows = [row for rows in wanted for row in rows]
         n_rows = len(rows)
-        if len(ids) == 1:  # never one row (see the module's docstring): a copy beside it
+        if self.pad_single_rows and len(ids) == 1:  # see the module's docstring
             ids, positions = ids * 2, positions * 2
-        if n_rows == 1:
+        if self.pad_single_rows and n_rows == 1:
             rows = rows * 2
         attend = _Attention(segments, ends, len(ids), self.device)
         logits = self.model.forward_packed(

@@ -196,6 +196,11 @@ class OpenAIServer:
         return out
 
     def submit(self, requests: list[Request], queue: asyncio.Queue) -> list[Ticket]:
+        for request in requests:
+            try:
+                self.engine.check(request)
+            except ValueError as e:
+                raise APIError(400, str(e), "prompt") from None
         try:
             return self.worker.submit(requests, queue)
         except QueueFull:
@@ -276,12 +281,14 @@ class OpenAIServer:
                 try:
                     ticket, update = await asyncio.wait_for(queue.get(), POLL_DISCONNECT_S)
                 except TimeoutError:
-                    ticket = update = None
+                    ticket = update = None  # a moment to see whether the client is there
                 if not stream and time.monotonic() - checked > POLL_DISCONNECT_S:
                     checked = time.monotonic()  # a stream learns it when a write fails
                     if await http.is_disconnected():
                         return
                 if update is None:
+                    if ticket is not None:  # the engine's thread failed: a bug, in its log
+                        raise RuntimeError("the engine failed; the server's log says why")
                     continue
                 yield ticket, update
                 if update.finish_reason is not None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+import traceback
 from dataclasses import dataclass, field
 
 from mygpt.inference.engine import Engine, Request, Sequence, Update
@@ -81,7 +82,21 @@ class EngineWorker:
                 if not self.engine.busy:
                     return
             # Not under the lock: the event loop must never wait for a step to add a request.
-            self._publish(self.engine.step())
+            try:
+                updates = self.engine.step()
+            except Exception:  # a bug: said in the log, and to each request, which fails
+                traceback.print_exc()
+                self._fail_all()
+                continue
+            self._publish(updates)
+
+    def _fail_all(self) -> None:
+        for sequence in [*self.engine.running, *self.engine.waiting]:
+            self.engine.cancel(sequence)
+            ticket: Ticket = sequence.tag
+            ticket.loop.call_soon_threadsafe(ticket.queue.put_nowait, (ticket, None))
+        self.engine.running.clear()
+        self.engine.waiting.clear()
 
     def _publish(self, updates: list[Update]) -> None:
         now = time.perf_counter()
