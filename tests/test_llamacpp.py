@@ -172,3 +172,23 @@ def test_the_batch_throughput_comparison_runs_and_writes_json(tmp_path):
             assert set(row[side]) == {"1", "4"} and all(v > 0 for v in row[side].values())
         assert row["chat batch 1"] > 0 and row["ttft alone"] > 0 and row["ttft joined 15"] > 0
     assert "| small | int8 (Q8_0) |" in out.stdout
+
+
+def test_the_server_load_comparison_runs_without_errors(tmp_path):
+    """bench/serve_load.py --quick: mygpt serve and llama-server under streaming clients."""
+    root = Path(__file__).resolve().parent.parent
+    script, out_json = root / "bench" / "serve_load.py", tmp_path / "load.json"
+    out = subprocess.run(
+        [sys.executable, str(script), "--quick", "--precisions", "int8", "--json", str(out_json)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=root,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = json.loads(out_json.read_text())["rows"]
+    assert [r["clients"] for r in rows] == [1, 4]
+    for row in rows:
+        for side in ("MyGPT", "llama-server"):
+            assert row[side]["errors"] == 0 and row[side]["lost"] == 0
+            assert row[side]["tokens_per_s"] > 0 and row[side]["done"] == 8

@@ -278,14 +278,17 @@ class OpenAIServer:
         checked = time.monotonic()
         try:
             while open_tickets:
-                try:
-                    ticket, update = await asyncio.wait_for(queue.get(), POLL_DISCONNECT_S)
-                except TimeoutError:
-                    ticket = update = None  # a moment to see whether the client is there
-                if not stream and time.monotonic() - checked > POLL_DISCONNECT_S:
-                    checked = time.monotonic()  # a stream learns it when a write fails
-                    if await http.is_disconnected():
-                        return
+                if stream:  # a stream learns that its client left when a write fails
+                    ticket, update = await queue.get()
+                else:
+                    try:
+                        ticket, update = await asyncio.wait_for(queue.get(), POLL_DISCONNECT_S)
+                    except TimeoutError:
+                        ticket = update = None  # a moment to see whether the client is there
+                    if time.monotonic() - checked > POLL_DISCONNECT_S:
+                        checked = time.monotonic()
+                        if await http.is_disconnected():
+                            return
                 if update is None:
                     if ticket is not None:  # the engine's thread failed: a bug, in its log
                         raise RuntimeError("the engine failed; the server's log says why")

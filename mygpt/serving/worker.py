@@ -94,7 +94,7 @@ class EngineWorker:
         for sequence in [*self.engine.running, *self.engine.waiting]:
             self.engine.cancel(sequence)
             ticket: Ticket = sequence.tag
-            ticket.loop.call_soon_threadsafe(ticket.queue.put_nowait, (ticket, None))
+            ticket.loop.call_soon_threadsafe(_deliver, [(ticket, None)])
         self.engine.running.clear()
         self.engine.waiting.clear()
 
@@ -103,6 +103,7 @@ class EngineWorker:
         m = self.metrics
         m.running.set(len(self.engine.running))
         m.waiting.set(len(self.engine.waiting))
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Ticket, Update]]] = {}
         for update in updates:
             ticket: Ticket = update.sequence.tag
             if update.token is not None:
@@ -112,4 +113,12 @@ class EngineWorker:
                 else:
                     m.inter_token_latency.observe(now - ticket.last_token)
                 ticket.last_token = now
-            ticket.loop.call_soon_threadsafe(ticket.queue.put_nowait, (ticket, update))
+            by_loop.setdefault(ticket.loop, []).append((ticket, update))
+        for loop, items in by_loop.items():  # one wake-up of the event loop a step
+            loop.call_soon_threadsafe(_deliver, items)
+
+
+def _deliver(items: list[tuple[Ticket, Update | None]]) -> None:
+    """On the event loop: each update to its request's queue (None: the engine failed)."""
+    for ticket, update in items:
+        ticket.queue.put_nowait((ticket, update))
