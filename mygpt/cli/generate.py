@@ -12,19 +12,17 @@ from tqdm import tqdm
 from mygpt import get_tokenizer
 from mygpt.cli.common import (
     HelpFormatter,
-    add_download_flags,
+    add_model_flags,
     add_settings,
-    download_settings,
+    model_from_flags,
     run_main,
     settings_from,
 )
-from mygpt.devices import DEVICE_CHOICES, pick_device
 from mygpt.errors import UserError
 from mygpt.inference.engine import Engine
 from mygpt.inference.offline import Job, generate_file, lines_done, read_prompts, requests
 from mygpt.inference.options import GenerationOptions
 from mygpt.inference.precision import for_inference
-from mygpt.io.load import load_model
 from mygpt.settings import as_paths, require_positive, setting
 
 FILES = "files and batching"
@@ -56,16 +54,9 @@ class GenerateSettings:
 
 def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=HelpFormatter)
-    p.add_argument(
-        "model",
-        metavar="MODEL",
-        help="a GPT-2 size (124M, 355M, 774M, 1558M; downloaded once), a checkpoint folder, "
-        "or a model.safetensors / checkpoint.pt of MyGPT's",
-    )
     add_settings(p, GenerateSettings)
     add_settings(p, GenerationOptions)
-    p.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="auto: cuda, then cpu")
-    add_download_flags(p)
+    add_model_flags(p)
     return p.parse_args(argv)
 
 
@@ -79,7 +70,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     if done == len(records):
         print(f"{files.output} already holds all {done} results")
         return
-    model = load_model(args.model, pick_device(args.device), download=download_settings(args))
+    model = model_from_flags(args)
     job = Job(options.sampling(), options.seed, options.template or model.template)
     tokenizer = get_tokenizer()
     engine = Engine(for_inference(model, options.precision, log=print), tokenizer, files.max_batch)

@@ -11,16 +11,14 @@ import uvicorn
 from mygpt import get_tokenizer
 from mygpt.cli.common import (
     HelpFormatter,
-    add_download_flags,
+    add_model_flags,
     add_settings,
-    download_settings,
+    model_from_flags,
     run_main,
     settings_from,
 )
-from mygpt.devices import DEVICE_CHOICES, pick_device
 from mygpt.inference.engine import Engine
 from mygpt.inference.precision import PRECISIONS, for_inference
-from mygpt.io.load import load_model
 from mygpt.serving.app import ServerConfig, create_app
 from mygpt.settings import require, require_positive, setting
 
@@ -56,15 +54,8 @@ class ServeSettings:
 
 def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=HelpFormatter)
-    p.add_argument(
-        "model",
-        metavar="MODEL",
-        help="a GPT-2 size (124M, 355M, 774M, 1558M; downloaded once), a checkpoint folder, "
-        "or a model.safetensors / checkpoint.pt of MyGPT's",
-    )
     add_settings(p, ServeSettings)
-    p.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="auto: cuda, then cpu")
-    add_download_flags(p)
+    add_model_flags(p)
     return p.parse_args(argv)
 
 
@@ -73,7 +64,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     sequences finish, then exits 0)."""
     args = parse_args(argv, prog)
     settings = settings_from(ServeSettings, args)
-    model = load_model(args.model, pick_device(args.device), download=download_settings(args))
+    model = model_from_flags(args)
     template = model.template
     engine = Engine(
         for_inference(model, settings.precision, log=print), get_tokenizer(), settings.max_batch

@@ -175,7 +175,7 @@ class Engine:
     @torch.no_grad()
     def step(self) -> list[Update]:
         """One forward pass over every running sequence; the tokens it generated."""
-        self.running = [s for s in self.running if not s.finished]  # cancelled since
+        self._drop_finished()  # cancelled since the last step
         updates = self._admit()
         segments = self._schedule()
         for segment, logits in zip(segments, self._forward(segments), strict=True):
@@ -189,8 +189,15 @@ class Engine:
                 updates.append(Update(sequence, None, "", finish_reason="length"))
             else:
                 updates.append(self._sample(sequence, logits[-1]))
-        self.running = [s for s in self.running if not s.finished]
+        self._drop_finished()
         return updates
+
+    def _drop_finished(self) -> None:
+        """Free the slots and caches of sequences that have ended."""
+        for sequence in self.running:
+            if sequence.finished:
+                sequence.cache = None
+        self.running = [s for s in self.running if not s.finished]
 
     def _admit(self) -> list[Update]:
         """Move waiting sequences into free slots; a request of 0 tokens ends at once."""
