@@ -72,8 +72,10 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
         return
     model = model_from_flags(args)
     job = Job(options.sampling(), options.seed, options.template or model.template)
+    fast = for_inference(model, options.precision, log=print)
+    del model  # the inference copy is all that generates
     tokenizer = get_tokenizer()
-    engine = Engine(for_inference(model, options.precision, log=print), tokenizer, files.max_batch)
+    engine = Engine(fast, tokenizer, files.max_batch)
     work = requests(records, job, tokenizer, engine)[done:]
     if done:
         print(f"Continuing {files.output} after its {done} lines")

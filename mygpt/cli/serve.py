@@ -65,10 +65,9 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     args = parse_args(argv, prog)
     settings = settings_from(ServeSettings, args)
     model = model_from_flags(args)
-    template = model.template
-    engine = Engine(
-        for_inference(model, settings.precision, log=print), get_tokenizer(), settings.max_batch
-    )
+    template, fast = model.template, for_inference(model, settings.precision, log=print)
+    del model  # the inference copy is all that serves: the training model's memory goes back
+    engine = Engine(fast, get_tokenizer(), settings.max_batch)
     config = ServerConfig(
         model_name=settings.name or str(args.model),
         template=template,
