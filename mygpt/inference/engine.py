@@ -185,7 +185,7 @@ class Engine:
             if not segment.samples:
                 continue
             if sequence.request.sampling.max_new_tokens == 0:  # the prompt scored: done
-                sequence.finish_reason, sequence.cache = "length", None
+                sequence.finish_reason = "length"
                 updates.append(Update(sequence, None, "", finish_reason="length"))
             else:
                 updates.append(self._sample(sequence, logits[-1]))
@@ -280,13 +280,7 @@ class Engine:
         logprobs = logits.log_softmax(-1)  # row j predicts the token after position past + j
         targets = sequence.prompt[segment.past + 1 : segment.past + len(segment.ids) + 1]
         chosen = logprobs[torch.arange(len(targets)), torch.tensor(targets)].tolist()
-        tops = [None] * len(targets)
-        if n_top:
-            values, ids = logprobs[: len(targets)].topk(n_top)
-            tops = [
-                dict(zip(i, v, strict=True))
-                for i, v in zip(ids.tolist(), values.tolist(), strict=True)
-            ]
+        tops = [_likeliest(row, n_top) for row in logprobs[: len(targets)]]
         sequence.prompt_logprobs += list(zip(chosen, tops, strict=True))
 
     def _sample(self, sequence: Sequence, logits: Tensor) -> Update:
@@ -298,15 +292,12 @@ class Engine:
         if sampling.repetition_penalty != 1.0:
             seen = torch.tensor([[*sequence.prompt, *sequence.tokens]], device=logits.device)
             logits = penalize_repetition(logits[None], seen, sampling.repetition_penalty)[0]
-        if sequence.tokens:
+        if sequence.tokens and (sampling.presence_penalty or sampling.frequency_penalty):
             generated = torch.tensor([sequence.tokens], device=logits.device)
             logits = penalize_presence(logits[None], generated, sampling)[0]
         token = int(sample_next_token(logits[None], sampling, sequence.generator))
         if request.logprobs is not None:
-            logprob = float(logprobs[token])
-            if request.logprobs > 0:
-                values, ids = logprobs.topk(request.logprobs)
-                top = dict(zip(ids.tolist(), values.tolist(), strict=True))
+            logprob, top = float(logprobs[token]), _likeliest(logprobs, request.logprobs)
         sequence.tokens.append(token)
         text = ""
         if token == sampling.eos_id:
@@ -320,11 +311,18 @@ class Engine:
             or len(sequence.prompt) + len(sequence.tokens) >= self.context_length
         ):
             sequence.finish_reason = "length"
-        if sequence.finished:
+        if sequence.finished:  # its cache is freed at the end of this step
             text += sequence.stream.flush()
-            sequence.cache = None  # the slot's memory, freed now
         sequence.text += text
         return Update(sequence, token, text, logprob, top, sequence.finish_reason)
+
+
+def _likeliest(logprobs: Tensor, n: int | None) -> dict[int, float] | None:
+    """The `n` likeliest ids of a (vocab_size,) row of log-probabilities; None for 0 or None."""
+    if not n:
+        return None
+    values, ids = logprobs.topk(n)
+    return dict(zip(ids.tolist(), values.tolist(), strict=True))
 
 
 def _ends(segments: list[Segment]) -> Iterator[int]:
