@@ -11,6 +11,7 @@ import pytest
 from conftest import ROOT
 
 from mygpt.cli import chat, export, generate, serve, train
+from mygpt.cli import eval as eval_command
 
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 PROGRAMS = {  # how a command line names a program -> its parser
@@ -20,6 +21,7 @@ PROGRAMS = {  # how a command line names a program -> its parser
     "chat": chat.parse_args,
     "generate": generate.parse_args,
     "serve": serve.parse_args,
+    "eval": eval_command.parse_args,
     "export": export.parse_args,
     "mygpt.export": export.parse_args,
 }

@@ -13,6 +13,7 @@ COMMANDS = {
     "chat": ("chat", "complete prompts with GPT-2 or a model of yours (= v2)"),
     "generate": ("generate", "complete a file of prompts, many at once (JSON Lines in and out)"),
     "serve": ("serve", "serve a model with OpenAI's API and a web page to try it"),
+    "eval": ("eval", "score a model: HellaSwag, LAMBADA, WikiText, a text, or judged responses"),
     "export": ("export", "write a model as a Hugging Face folder or a GGUF file"),
 }
 

@@ -129,6 +129,12 @@ def load_tokens(
     return np.memmap(token_file, dtype=np.uint16, mode="r")
 
 
+def corpus_text(path: str | Path, text_field: str = "text") -> str:
+    """The whole text of a file or folder, documents joined by <|endoftext|>, untokenized."""
+    path = Path(path)
+    return _joined_text(path, text_files(path), text_field)
+
+
 def _use_memmap(files: list[Path], memmap: bool | None) -> bool:
     if memmap is None:
         return sum(f.stat().st_size for f in files) > IN_MEMORY_LIMIT

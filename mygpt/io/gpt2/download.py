@@ -158,8 +158,15 @@ def download_gpt2(
     return folder
 
 
-def fetch(urls: list[str], dest: Path, known_size: int | None, retry: RetryPolicy) -> None:
-    """Download to dest + ".part", resuming what is there, and rename once it is complete."""
+def fetch(
+    urls: list[str],
+    dest: Path,
+    known_size: int | None,
+    retry: RetryPolicy,
+    hint: str = "Or pass --base-url, or --checkpoint-dir with a local copy.",
+) -> None:
+    """Download to dest + ".part", resuming what is there, and rename once it is complete;
+    `hint` ends the message of a download that failed."""
     part = dest.with_name(dest.name + ".part")
     errors = []
     for url in urls:
@@ -192,7 +199,7 @@ def fetch(urls: list[str], dest: Path, known_size: int | None, retry: RetryPolic
     raise DownloadError(
         f"could not download {dest.name} (tried {hosts}; last error: {errors[-1]}). "
         "Check your connection and run again: finished files are kept and "
-        "this one resumes. Or pass --base-url, or --checkpoint-dir with a local copy."
+        f"this one resumes. {hint}"
     )
 
 
