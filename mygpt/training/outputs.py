@@ -133,7 +133,14 @@ class RunOutputs:
         del model
         epochs = trainer.total_steps / trainer.steps_per_epoch
         try:
-            plot_losses(epochs, state.eval_tokens_seen, state.train_losses, state.val_losses, plot)
+            task = None
+            if state.task_steps:  # --eval-task's scores, where the plot puts their evaluations
+                n, freq = len(state.train_losses), trainer.settings.eval_freq
+                x = [epochs * (step // freq) / max(n - 1, 1) for step in state.task_steps]
+                task = (x, state.task_scores, self.run["report"]["eval_task"])
+            plot_losses(
+                epochs, state.eval_tokens_seen, state.train_losses, state.val_losses, plot, task
+            )
         except OSError as e:
             raise self.lost("the loss plot", plot, e) from None
         return weights, plot

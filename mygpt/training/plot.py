@@ -13,8 +13,10 @@ def plot_losses(
     train_losses: list[float],
     val_losses: list[float],
     path: str | Path,
+    task: tuple[list[float], list[float], str] | None = None,
 ) -> Path:
-    """Save train/val loss against epochs, with tokens seen as a second x axis, as a PNG."""
+    """Save train/val loss against epochs, with tokens seen as a second x axis, as a PNG;
+    `task`: (epochs, scores, name) of a benchmark, on a second y axis."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display needed
@@ -34,6 +36,12 @@ def plot_losses(
     ax2 = ax1.twiny()  # the same curve against tokens seen, drawn invisibly to set the axis
     ax2.plot(tokens_seen, train_losses, alpha=0)
     ax2.set_xlabel("Tokens seen")
+    if task:
+        x, scores, name = task
+        ax3 = ax1.twinx()
+        ax3.plot(x, scores, color="tab:green", marker="o", label=f"{name} acc_norm")
+        ax3.set_ylabel(f"{name} acc_norm")
+        ax3.legend(loc="lower left")
     fig.tight_layout()
     try:
         return write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))

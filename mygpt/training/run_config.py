@@ -163,9 +163,30 @@ class ReportSettings:
     )
     sample_tokens: int = setting(50, "tokens/sample", group=REPORTS, positive=True)
     sample_every: int = setting(0, "also sample every N steps (0: epochs only)", group=REPORTS)
+    eval_task: str | None = setting(
+        None,
+        "also score a benchmark at evaluations: hellaswag's acc_norm (mygpt eval's), in the "
+        "progress lines, the checkpoint and the loss plot",
+        group=REPORTS,
+        choices=("hellaswag",),
+    )
+    eval_task_every: int = setting(
+        250, "score --eval-task every N steps (a multiple of --eval-freq)", group=REPORTS
+    )
+    eval_task_limit: int | None = setting(
+        None, "score its first N items only (default: all)", group=REPORTS
+    )
+    eval_task_data: Path | None = setting(
+        None,
+        "a local copy of its file (default: downloaded once, as mygpt eval does)",
+        group=REPORTS,
+    )
 
     def __post_init__(self) -> None:
-        require_positive(self, "sample_tokens")
+        as_paths(self, "eval_task_data")
+        require_positive(self, "sample_tokens", "eval_task_every")
+        if self.eval_task_limit is not None:
+            require_positive(self, "eval_task_limit")
         require_non_negative(self, "sample_every")
         require(self.start_context != "", "start_context", "must not be empty: samples continue it")
 

@@ -40,6 +40,7 @@ from mygpt.lora import (
 )
 from mygpt.model import GPTModel
 from mygpt.tokenizer import get_tokenizer
+from mygpt.training.benchmark import TrainingBenchmark
 from mygpt.training.data import load_run_data
 from mygpt.training.distributed import Dist, init_distributed, shutdown_distributed
 from mygpt.training.outputs import RunOutputs, claim_output_dir
@@ -138,6 +139,9 @@ def _train(requested: RunConfig, checkpoint: Checkpoint | None, dist: Dist, devi
     tokenizer = get_tokenizer()
     with dist.main_first():  # rank 0 tokenizes into the cache first; the others then read it
         data = load_run_data(requested, tokenizer, print0, split=True)
+    benchmark = None
+    if requested.report.eval_task and dist.is_main:  # scored by the main process only
+        benchmark = TrainingBenchmark(requested, tokenizer)
     checks = partial(preflight, device, dist)
     started = start_model(requested, checkpoint, dist, device, print0, checks)
     model, config = started.model, started.config  # resolved against the weights
@@ -150,6 +154,8 @@ def _train(requested: RunConfig, checkpoint: Checkpoint | None, dist: Dist, devi
 
     print0(banner("TRAINING OUR GPT MODEL"))
     print0(f"\nLoaded training data from: {shown_path(config.data.data)}")
+    if benchmark:
+        print0(benchmark.describe())
     show_settings(config, checkpoint, device, print0)
     trainer = make_trainer(config, model, train_windows, val_windows, device, dist)
     if checkpoint:
@@ -167,7 +173,9 @@ def _train(requested: RunConfig, checkpoint: Checkpoint | None, dist: Dist, devi
     start = time.perf_counter()
     with GracefulStop() as stop:  # also over the final save: a signal then waits for it
         try:
-            finished = run_training(config, trainer, tokenizer, dist, files, prompt, stop)
+            finished = run_training(
+                config, trainer, tokenizer, dist, files, prompt, stop, benchmark
+            )
         except NonFiniteError as e:
             advice = "lower --lr or set --grad-clip (--allow-nonfinite skips such steps)"
             raise NonFiniteError(f"{e}: {advice}; {files.last_saved()}") from None
@@ -316,8 +324,10 @@ def run_training(
     files: RunOutputs,
     prompt: str,
     stop: Callable[[], bool],
+    benchmark: TrainingBenchmark | None = None,
 ) -> bool:
-    """Trainer.run with the book's reports; False if `stop` (Ctrl-C) stopped it first."""
+    """Trainer.run with the book's reports (and `benchmark`'s score at the evaluations it is
+    due); False if `stop` (Ctrl-C) stopped it first."""
     every = config.report.sample_every
 
     def on_step(state: TrainState, lr: float, grad_norm) -> None:
@@ -332,8 +342,15 @@ def run_training(
             print_sample(config, trainer, tokenizer, dist, prompt)
 
     def on_eval(state: TrainState, train_loss: float, val_loss: float) -> None:
-        if dist.is_main:
-            tqdm.write(progress_line(state.epoch, state.step - 1, train_loss, val_loss))
+        if not dist.is_main:
+            return
+        line = progress_line(state.epoch, state.step - 1, train_loss, val_loss)
+        if benchmark and benchmark.due(state.step - 1):
+            score = benchmark.score(trainer.gpt)
+            state.task_steps.append(state.step - 1)
+            state.task_scores.append(score)
+            line += f", {benchmark.name} {score:.4f}"
+        tqdm.write(line)
 
     # The bar lives on stderr and only on a terminal; tqdm.write keeps it below the printed lines.
     with tqdm(

@@ -148,6 +148,8 @@ class TrainState:
     train_losses: list[float] = field(default_factory=list)
     val_losses: list[float] = field(default_factory=list)
     eval_tokens_seen: list[int] = field(default_factory=list)
+    task_steps: list[int] = field(default_factory=list)  # where --eval-task was scored
+    task_scores: list[float] = field(default_factory=list)
 
 
 def unwrap(model: nn.Module) -> GPTModel:
