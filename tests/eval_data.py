@@ -56,9 +56,16 @@ def hellaswag_records(n: int, seed: int = 0) -> list[dict]:
 
 
 def lambada_records(n: int, seed: int = 1) -> list[dict]:
-    """{"text": passage} lines as in lambada_test.jsonl: the last word is the target."""
+    """{"text": passage} lines as in lambada_test.jsonl, the last word the target: two
+    sentences, cut after a common word in the second (words a small model can get right)."""
     pool = sentences(2 * n, seed)
-    return [{"text": (pool[2 * i] + " " + pool[2 * i + 1]).rstrip(".!?")} for i in range(n)]
+    common = {"the", "of", "to", "a", "is", "and", "be", "in"}
+    records = []
+    for i in range(n):
+        words = pool[2 * i + 1].split()
+        cut = max((k for k, w in enumerate(words) if w in common), default=len(words) - 1)
+        records.append({"text": pool[2 * i] + " " + " ".join(words[: cut + 1])})
+    return records
 
 
 def write_jsonl(path: Path, records: list[dict]) -> Path:

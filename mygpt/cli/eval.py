@@ -142,15 +142,19 @@ def evaluate(s: EvalSettings, args: argparse.Namespace, data: list[dict] | str) 
     """The task's metrics, and what else the results file holds."""
     tokenizer = get_tokenizer()
     if s.task == "judge" and all("model_response" in r for r in data):
-        return judge(s, data)  # nothing to generate: no model is loaded
+        start = time.perf_counter()
+        result = judge(s, data)  # nothing to generate: no model is loaded
+        return result | {"seconds": time.perf_counter() - start}
     model = model_from_flags(args)
     fast = for_inference(model, s.precision, log=print)
     del model
+    start = time.perf_counter()  # items/s counts scoring, not loading
     if s.task == "judge":
         engine = Engine(fast, tokenizer, s.max_batch)
         sampling = replace(BOOK_SAMPLING, max_new_tokens=s.max_new_tokens)
         print(f"Generating the responses the records lack ({s.max_new_tokens} tokens at most)")
-        return judge(s, list(with_responses(data, engine, tokenizer, sampling)))
+        result = judge(s, list(with_responses(data, engine, tokenizer, sampling)))
+        return result | {"seconds": time.perf_counter() - start}
     if isinstance(data, str):
         if s.limit:
             data = tokenizer.decode(tokenizer.encode_ordinary(data)[: s.limit])
@@ -158,18 +162,24 @@ def evaluate(s: EvalSettings, args: argparse.Namespace, data: list[dict] | str) 
         if s.stride and s.stride > context:
             raise UserError(f"--stride {s.stride} exceeds the model's context ({context} tokens)")
         score = tasks.text_score(fast, tokenizer, data, s.stride or max(1, context // 2))
-        return {"metrics": tasks.text_metrics(score), "items": score.n_tokens, "unit": "tokens"}
-    with tqdm(total=len(data), unit="item", file=sys.stderr, dynamic_ncols=True) as bar:
+        metrics, seconds = tasks.text_metrics(score), time.perf_counter() - start
+        return {"metrics": metrics, "items": score.n_tokens, "unit": "tokens", "seconds": seconds}
+    with tqdm(
+        total=len(data), unit="item", file=sys.stderr, dynamic_ncols=True, disable=None
+    ) as bar:
         if s.task == "hellaswag":
             metrics = tasks.hellaswag(fast, tokenizer, data, s.batch_tokens, progress=bar.update)
         else:
             metrics = tasks.lambada(fast, tokenizer, data, s.batch_tokens, progress=bar.update)
-    return {"metrics": metrics, "items": len(data), "unit": "items"}
+    seconds = time.perf_counter() - start
+    return {"metrics": metrics, "items": len(data), "unit": "items", "seconds": seconds}
 
 
 def judge(s: EvalSettings, records: list[dict]) -> dict:
     j = Judge(s.judge_url, s.judge_model, s.judge_key, s.judge_concurrency)
-    with tqdm(total=len(records), unit="reply", file=sys.stderr, dynamic_ncols=True) as bar:
+    with tqdm(
+        total=len(records), unit="reply", file=sys.stderr, dynamic_ncols=True, disable=None
+    ) as bar:
         verdicts = judge_records(j, records, bar.update)
     samples = [
         {
@@ -203,9 +213,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     args = parse_args(argv, prog)
     s = settings_from(EvalSettings, args)
     data = read_data(s)  # a bad file fails before any model loads
-    start = time.perf_counter()
     result = evaluate(s, args, data)
-    seconds = time.perf_counter() - start
+    seconds = result["seconds"]
     print(table(s.task, result, seconds))
     if s.json:
         body = {

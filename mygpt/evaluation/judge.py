@@ -65,11 +65,14 @@ _NUMBER = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?")
 
 
 def parse_score(reply: str) -> int | None:
-    """The first whole number from 0 to 100 in the reply ("85", "Score: 85/100", "**90**.");
-    None if there is none (the book's int() fails there too, and skips the record)."""
+    """The first whole number from 0 to 100 in the reply that is not a scale's end ("85",
+    "Score: 85/100", "**90**.", "7.5 out of 10, so 75"); None if there is none (the book's
+    int() fails there too, and skips the record)."""
     for match in _NUMBER.finditer(reply):
-        text = match[0]
-        if "." not in text and not text.startswith("-") and 0 <= int(text) <= 100:
+        text, before = match[0], reply[: match.start()].rstrip().lower()
+        if "." in text or text.startswith("-") or before.endswith(("/", "out of")):
+            continue
+        if 0 <= int(text) <= 100:
             return int(text)
     return None
 
