@@ -420,3 +420,36 @@ def test_mygpt_serve_can_be_the_judge(tmp_path, monkeypatch, capsys):
     assert summary["scored"] + summary["unparsed"] == 2
     for sample in body["samples"]:  # a random model's reply: a score only if it holds one
         assert sample["score"] == parse_score(sample["reply"])
+
+
+# --- while training -------------------------------------------------------------------------
+
+
+SMALL = ["--n-layers", "2", "--emb-dim", "64", "--n-heads", "4", "--context-length", "64"]
+
+
+def test_hellaswag_while_training_is_in_the_lines_and_the_checkpoint(data, tmp_path, v1_here):
+    import re
+
+    args = [*SMALL, "--max-steps", "12", "--save-every", "11", "--output-dir", tmp_path]
+    args += ["--eval-task", "hellaswag", "--eval-task-data", data / "hellaswag_val.jsonl"]
+    result = v1_here(*args, "--eval-task-every", "5", "--eval-task-limit", "16")
+    assert result.returncode == 0, result.stderr
+    found = re.findall(r"\(Step (\d+)\): Train loss [\d.]+, Val loss [\d.]+(.*)", result.stdout)
+    assert [step for step, _ in found] == ["000000", "000005", "000010"]
+    printed = [float(rest.removeprefix(", HellaSwag ")) for _, rest in found]
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)["state"]
+    assert state["task_steps"] == [0, 5, 10]
+    assert [round(x, 4) for x in state["task_scores"]] == printed
+    assert all(x * 16 == round(x * 16) for x in state["task_scores"])  # k of 16 items right
+    assert f"HellaSwag: 16 items of {data / 'hellaswag_val.jsonl'}, every 5 steps" in result.stdout
+
+
+def test_the_task_is_scored_at_loss_evaluations_only(data, tmp_path, v1_here):
+    args = [*SMALL, "--eval-task", "hellaswag", "--eval-task-data", data / "hellaswag_val.jsonl"]
+    result = v1_here(*args, "--eval-task-every", "7", "--output-dir", tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "error: --eval-task-every 7 must be a multiple of --eval-freq 5: "
+        "the task is scored at loss evaluations"
+    )
