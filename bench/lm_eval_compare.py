@@ -2,6 +2,7 @@
 same model, over the same items: each item's log-likelihoods, the accuracies, items/s.
 
     uv run python bench/lm_eval_compare.py MODEL --hellaswag FILE --lambada FILE [--limit N]
+    uv run python bench/lm_eval_compare.py 124M --items 200   # random weights, pydoc items
 
 lm-eval 0.4.13 (its HF backend, float32, on the CPU) runs in its own environment, made by
 `uv run --with` (cached by uv; registry only), with local-data copies of its own task configs.
@@ -22,7 +23,8 @@ import numpy as np
 import torch
 import transformers
 
-from mygpt import get_tokenizer, load_model
+from mygpt import GPTModel, get_tokenizer, load_model, save_model
+from mygpt.config import GPT2_SIZES, gpt2_config
 from mygpt.evaluation import tasks
 from mygpt.evaluation.datasets import read_jsonl
 from mygpt.export.hf import export_hf
@@ -30,6 +32,7 @@ from mygpt.inference.precision import for_inference
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
+from eval_items import hellaswag_records, lambada_records, write_jsonl  # noqa: E402
 from lm_eval_tasks import write_tasks  # noqa: E402
 
 LM_EVAL = "lm-eval[hf]==0.4.13"
@@ -128,7 +131,10 @@ def compare(model_path: str, files: dict[str, Path], limit: int | None, batch_si
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("model", help="a model file or folder of MyGPT's")
+    p.add_argument(
+        "model", help="a model file or folder of MyGPT's, or a GPT-2 size: its shape, random"
+    )
+    p.add_argument("--items", type=int, help="make N items of each task from Python's docs")
     p.add_argument("--hellaswag", type=Path, help="hellaswag_val.jsonl or a file like it")
     p.add_argument("--lambada", type=Path, help="lambada_test.jsonl or a file like it")
     p.add_argument("--limit", type=int, help="the first N items of each")
@@ -136,7 +142,16 @@ def main() -> None:
     p.add_argument("--json", type=Path, help="also write the report here")
     args = p.parse_args()
     files = {k: v for k, v in (("hellaswag", args.hellaswag), ("lambada", args.lambada)) if v}
-    report = compare(args.model, files, args.limit, args.batch_size)
+    with tempfile.TemporaryDirectory() as tmp:
+        model = args.model
+        if model in GPT2_SIZES:  # speed does not depend on the weights
+            torch.manual_seed(0)
+            model = str(Path(tmp) / "model.safetensors")
+            save_model(GPTModel(gpt2_config(args.model, qkv_bias=True)).tie_weights(), model)
+        if args.items:
+            files["hellaswag"] = write_jsonl(Path(tmp) / "h.jsonl", hellaswag_records(args.items))
+            files["lambada"] = write_jsonl(Path(tmp) / "l.jsonl", lambada_records(args.items))
+        report = compare(model, files, args.limit, args.batch_size)
     print(json.dumps(report, indent=2))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")

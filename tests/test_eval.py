@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import run_in_process
-from eval_data import hellaswag_records, lambada_records, wikitext_zip, write_jsonl
+from eval_items import hellaswag_records, lambada_records, wikitext_zip, write_jsonl
 from http_server import FileServer
 from serving_fixtures import serving, small_model
 

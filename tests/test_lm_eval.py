@@ -9,7 +9,7 @@ runs these after the suite with MYGPT_REQUIRE_LMEVAL=1; without it they skip.
 import os
 
 import pytest
-from eval_data import hellaswag_records, lambada_records, write_jsonl
+from eval_items import hellaswag_records, lambada_records, write_jsonl
 
 if os.environ.get("MYGPT_REQUIRE_LMEVAL") != "1":
     pytest.skip(

@@ -9,7 +9,7 @@ import re
 import zipfile
 from pathlib import Path
 
-from pydoc_text import pydoc_text  # bench/, on the path from conftest
+from pydoc_text import pydoc_text
 
 
 def sentences(n: int, seed: int = 0) -> list[str]:
