@@ -54,7 +54,7 @@ def train_bpe(
     pairs: defaultdict[tuple[int, int], int] = defaultdict(int)  # pair -> occurrences
     where: defaultdict[tuple[int, int], set[int]] = defaultdict(set)  # pair -> words holding it
     for i, word in enumerate(words):
-        for pair in zip(word, word[1:]):
+        for pair in zip(word, word[1:], strict=False):
             pairs[pair] += counts[i]
             where[pair].add(i)
     heap = [(-n, pair) for pair, n in pairs.items()]
@@ -76,10 +76,10 @@ def train_bpe(
             merged = _merge(word, pair, new)
             if len(merged) == len(word):
                 continue  # an earlier merge took this word's occurrences
-            for old in zip(word, word[1:]):
+            for old in zip(word, word[1:], strict=False):
                 pairs[old] -= n
                 changed.add(old)
-            for fresh in zip(merged, merged[1:]):
+            for fresh in zip(merged, merged[1:], strict=False):
                 pairs[fresh] += n
                 where[fresh].add(i)
                 changed.add(fresh)
@@ -115,7 +115,7 @@ def bpe_parts(word: bytes, ranks: dict[bytes, int], below: int | None = None) ->
     while len(parts) > 1:
         found = [
             (r, i)
-            for i, (a, b) in enumerate(zip(parts, parts[1:]))
+            for i, (a, b) in enumerate(zip(parts, parts[1:], strict=False))
             if (r := ranks.get(a + b)) is not None and (below is None or r < below)
         ]
         if not found:

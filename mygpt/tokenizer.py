@@ -112,12 +112,12 @@ def char_tokenizer() -> tiktoken.Encoding:
 
 
 def tokenizer_kind(tokenizer: tiktoken.Encoding) -> str:
-    """"gpt2", "char" or "bpe"."""
+    """ "gpt2", "char" or "bpe"."""
     return "gpt2" if tokenizer.name == "gpt2" else tokenizer.name.split("-")[0]
 
 
 def load_tokenizer(spec: str | Path) -> tiktoken.Encoding:
-    """"gpt2", "char", or a folder written by save_tokenizer; a UserError otherwise."""
+    """ "gpt2", "char", or a folder written by save_tokenizer; a UserError otherwise."""
     if str(spec) == "gpt2":
         return get_tokenizer()
     if str(spec) == "char":
@@ -131,7 +131,7 @@ def load_tokenizer(spec: str | Path) -> tiktoken.Encoding:
     try:
         info = json.loads((folder / INFO_FILE).read_text(encoding="utf-8"))
         lines = (folder / RANKS_FILE).read_text(encoding="ascii").split()
-        ranks = {base64.b64decode(t): int(r) for t, r in zip(lines[::2], lines[1::2])}
+        ranks = {base64.b64decode(t): int(r) for t, r in zip(lines[::2], lines[1::2], strict=True)}
         return make_tokenizer(ranks, info["kind"], info["pattern"])
     except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
         raise UserError(f"--tokenizer {spec}: damaged ({e})") from None

@@ -14,6 +14,7 @@ COMMANDS = {
     "generate": ("generate", "complete a file of prompts, many at once (JSON Lines in and out)"),
     "serve": ("serve", "serve a model with OpenAI's API and a web page to try it"),
     "eval": ("eval", "score a model: HellaSwag, LAMBADA, WikiText, a text, or judged responses"),
+    "tokenizer": ("tokenizer", "train a tokenizer on your text: byte-level BPE, or characters"),
     "export": ("export", "write a model as a Hugging Face folder or a GGUF file"),
 }
 

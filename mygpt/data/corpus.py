@@ -13,7 +13,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -127,6 +127,19 @@ def load_tokens(
         return np.array(tokenizer.encode(text, allowed_special={ENDOFTEXT}))
     token_file = cached_token_file(path, files, tokenizer, log, text_field)
     return np.memmap(token_file, dtype=np.uint16, mode="r")
+
+
+def corpus_documents(path: str | Path, text_field: str = "text") -> Iterator[str]:
+    """The documents of a file or folder, one file read at a time."""
+    path = Path(path)
+    for f in text_files(path):
+        if corpus_kind(f) != ".txt":
+            yield from documents(f, text_field)
+            continue
+        try:
+            yield read_text(f)
+        except DataError as e:
+            raise DataError(f"{f}: {e}") from None
 
 
 def corpus_text(path: str | Path, text_field: str = "text") -> str:
