@@ -177,6 +177,11 @@ def tokenizer_from_text(text: str | None) -> tiktoken.Encoding:
     return make_tokenizer(ranks, info["kind"], info["pattern"])
 
 
+def tokenizer_of(model) -> tiktoken.Encoding:
+    """The tokenizer a model carries (load_model sets it), GPT-2's for one made in Python."""
+    return getattr(model, "tokenizer", None) or get_tokenizer()
+
+
 def check_same_tokenizer(model_tokenizer, requested, where: str) -> None:
     """A UserError if a model trained with one tokenizer is asked to run with another."""
     if requested is not None and requested.name != model_tokenizer.name:

@@ -7,7 +7,6 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from mygpt import get_tokenizer
 from mygpt.cli.common import (
     HelpFormatter,
     add_download_flags,
@@ -69,17 +68,17 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     model = load_model(source, device, download=download, expect=expect)
     if model.origin == str(source) and Path(source).is_file():  # a model of v1's: say which
         print(f"Loaded {source} ({model.num_parameters():,} parameters)\n")
-    template = model.template
+    template, tokenizer = model.template, model.tokenizer
     model = for_inference(model, options.precision, log=print)
     if options.precision != "float32":
         auto = " (auto)" if options.precision == "auto" else ""
         print(f"Precision: {model.precision} weights{auto}\n")
     if run_on.compile:
         model = compile_for_generation(model, log=lambda s: print(f"{s.capitalize()}\n"))
-    settings = replace(options.settings(), template=options.template or template)
+    settings = replace(options.settings(tokenizer.eot_token), template=options.template or template)
     history = (download.models_dir or default_models_dir()) / "chat-history"
     with make_autocast(device, run_on.dtype)():
-        chat(model, get_tokenizer(), settings, history_file=history)
+        chat(model, tokenizer, settings, history_file=history)
 
 
 if __name__ == "__main__":

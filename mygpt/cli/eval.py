@@ -12,7 +12,6 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from mygpt import get_tokenizer
 from mygpt.cli.common import (
     HelpFormatter,
     add_model_flags,
@@ -140,18 +139,20 @@ def read_data(s: EvalSettings) -> list[dict] | str:
 
 def evaluate(s: EvalSettings, args: argparse.Namespace, data: list[dict] | str) -> dict:
     """The task's metrics, and what else the results file holds."""
-    tokenizer = get_tokenizer()
     if s.task == "judge" and all("model_response" in r for r in data):
         start = time.perf_counter()
         result = judge(s, data)  # nothing to generate: no model is loaded
         return result | {"seconds": time.perf_counter() - start}
     model = model_from_flags(args)
+    tokenizer = model.tokenizer
     fast = for_inference(model, s.precision, log=print)
     del model
     start = time.perf_counter()  # items/s counts scoring, not loading
     if s.task == "judge":
         engine = Engine(fast, tokenizer, s.max_batch)
-        sampling = replace(BOOK_SAMPLING, max_new_tokens=s.max_new_tokens)
+        sampling = replace(
+            BOOK_SAMPLING, max_new_tokens=s.max_new_tokens, eos_id=tokenizer.eot_token
+        )
         print(f"Generating the responses the records lack ({s.max_new_tokens} tokens at most)")
         result = judge(s, list(with_responses(data, engine, tokenizer, sampling)))
         return result | {"seconds": time.perf_counter() - start}

@@ -9,7 +9,6 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from mygpt import get_tokenizer
 from mygpt.cli.common import (
     HelpFormatter,
     add_model_flags,
@@ -71,10 +70,11 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
         print(f"{files.output} already holds all {done} results")
         return
     model = model_from_flags(args)
-    job = Job(options.sampling(), options.seed, options.template or model.template)
+    tokenizer = model.tokenizer
+    sampling = options.sampling(tokenizer.eot_token)
+    job = Job(sampling, options.seed, options.template or model.template)
     fast = for_inference(model, options.precision, log=print)
     del model  # the inference copy is all that generates
-    tokenizer = get_tokenizer()
     engine = Engine(fast, tokenizer, files.max_batch)
     work = requests(records, job, tokenizer, engine)[done:]
     if done:

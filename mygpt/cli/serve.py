@@ -8,7 +8,6 @@ from dataclasses import dataclass
 
 import uvicorn
 
-from mygpt import get_tokenizer
 from mygpt.cli.common import (
     HelpFormatter,
     add_model_flags,
@@ -65,9 +64,10 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     args = parse_args(argv, prog)
     settings = settings_from(ServeSettings, args)
     model = model_from_flags(args)
-    template, fast = model.template, for_inference(model, settings.precision, log=print)
+    template, tokenizer = model.template, model.tokenizer
+    fast = for_inference(model, settings.precision, log=print)
     del model  # the inference copy is all that serves: the training model's memory goes back
-    engine = Engine(fast, get_tokenizer(), settings.max_batch)
+    engine = Engine(fast, tokenizer, settings.max_batch)
     config = ServerConfig(
         model_name=settings.name or str(args.model),
         template=template,

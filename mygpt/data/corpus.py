@@ -25,7 +25,7 @@ from mygpt.data.documents import SUFFIXES, corpus_kind, documents, pieces
 from mygpt.data.windows import TokenWindows, read_text, split_text
 from mygpt.errors import DataError
 from mygpt.io.files import cache_dir, check_readable, special_kind, write_atomically
-from mygpt.tokenizer import ENDOFTEXT, ENDOFTEXT_ID
+from mygpt.tokenizer import ENDOFTEXT
 
 IN_MEMORY_LIMIT = 16 * 2**20  # bytes of text; more than this goes through a token file
 CACHE_SUFFIX = ".mygpt-tokens"
@@ -256,7 +256,7 @@ def _tokenize_to_file(
     `token_file`; their number. Documents stream through in batches of about 1 MB per thread."""
     assert tokenizer.n_vocab <= 2**16, "ids must fit in uint16"
     threads = os.cpu_count() or 1
-    endoftext = np.array([ENDOFTEXT_ID], dtype=np.uint16).tobytes()
+    endoftext = np.array([tokenizer.eot_token], dtype=np.uint16).tobytes()
     n_tokens, first, batch, batch_bytes = 0, True, [], 0
 
     def flush(out, bar) -> None:

@@ -164,6 +164,7 @@ class InstructionBatches:
     prompt_lengths: list[int]
     context_length: int  # --max-length, or the model's context
     mask_prompt: bool = False
+    pad_id: int = PAD_ID  # the tokenizer's <|endoftext|>
     stride = 0  # what a checkpoint's data signature records of windows
 
     def __post_init__(self) -> None:
@@ -173,7 +174,8 @@ class InstructionBatches:
     @classmethod
     def of(cls, records, tokenizer, context_length, mask_prompt) -> InstructionBatches:
         encoded = [encode_record(r, tokenizer) for r in records]
-        return cls([e[0] for e in encoded], [e[1] for e in encoded], context_length, mask_prompt)
+        items, prompts = [e[0] for e in encoded], [e[1] for e in encoded]
+        return cls(items, prompts, context_length, mask_prompt, tokenizer.eot_token)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -183,6 +185,7 @@ class InstructionBatches:
         prompts = [self.prompt_lengths[r] for r in rows] if self.mask_prompt else None
         return collate(
             [self.items[r] for r in rows],
+            pad_token_id=self.pad_id,
             allowed_max_length=self.context_length,
             prompt_lengths=prompts,
         )
@@ -196,7 +199,7 @@ def score_responses(model: GPTModel, records: list[dict], tokenizer, device="cpu
     total, count = 0.0, 0
     for entry in records:
         ids, n_prompt = encode_record(entry, tokenizer)
-        ids = (ids + [ENDOFTEXT_ID])[: model.cfg.context_length + 1]
+        ids = (ids + [tokenizer.eot_token])[: model.cfg.context_length + 1]
         x = torch.tensor([ids[:-1]], device=device)
         y = torch.tensor(ids[1:], device=device)
         logits = model(x)[0, n_prompt - 1 :].float()

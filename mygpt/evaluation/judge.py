@@ -18,7 +18,7 @@ from mygpt.inference.generate import Sampling
 from mygpt.inference.offline import Job, PromptRecord, requests
 from mygpt.tokenizer import ENDOFTEXT_ID
 
-# Chapter 7 generates the responses greedily, up to 256 tokens.
+# Chapter 7 generates the responses greedily, up to 256 tokens (and <|endoftext|>).
 BOOK_SAMPLING = Sampling(max_new_tokens=256, eos_id=ENDOFTEXT_ID)
 # And queries the judge with temperature 0 and seed 123.
 JUDGE_SEED = 123

@@ -20,7 +20,6 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mygpt.inference.fast import FastGPT
-from mygpt.tokenizer import ENDOFTEXT_ID
 
 
 @dataclass(frozen=True)
@@ -53,7 +52,7 @@ def encode_pair(
     adds after it; a context's trailing spaces belong to the continuation; an empty context
     is <|endoftext|>."""
     if not context:
-        return [ENDOFTEXT_ID], tokenizer.encode_ordinary(continuation)
+        return [tokenizer.eot_token], tokenizer.encode_ordinary(continuation)
     n_spaces = len(context) - len(context.rstrip())
     if n_spaces:
         context, continuation = context[:-n_spaces], context[-n_spaces:] + continuation

@@ -16,7 +16,6 @@ from mygpt.errors import DataError
 from mygpt.evaluation.loglikelihood import Scored, Tree, score_trees, text_tree
 from mygpt.evaluation.score import TextScore, score_tokens
 from mygpt.inference.fast import FastGPT
-from mygpt.tokenizer import ENDOFTEXT_ID
 
 Progress = Callable[[int], object] | None
 
@@ -153,7 +152,7 @@ def text_score(
 ) -> TextScore:
     """Every token of `text` scored after <|endoftext|> (the first one too, so bits per byte
     covers every byte), in windows of the model's context `stride` tokens apart."""
-    tokens = [ENDOFTEXT_ID, *tokenizer.encode_ordinary(text)]
+    tokens = [tokenizer.eot_token, *tokenizer.encode_ordinary(text)]
     score = score_tokens(model, tokens, batch_size=batch_size, stride=stride)
     n_words = len(re.split(r"\s+", text))  # the harness's word count
     return TextScore(score.loss, score.n_tokens, len(text.encode("utf-8")), n_words)

@@ -16,8 +16,9 @@ import numpy as np
 from mygpt.export.tensors import fused_qkv, plain
 from mygpt.inference.generate import CHAT_SAMPLING, Sampling
 from mygpt.io.files import write_atomically
+from mygpt.io.hf_tokenizer import vocab_and_merges
 from mygpt.model import GPTModel
-from mygpt.tokenizer import ENDOFTEXT_ID, gpt2_vocab
+from mygpt.tokenizer import gpt2_vocab, tokenizer_of
 
 Q = gguf.GGMLQuantizationType
 OUTTYPES: dict[str, tuple[Q, gguf.LlamaFileType]] = {
@@ -69,20 +70,28 @@ def tensor_type(name: str, array: np.ndarray, outtype: str) -> Q:
     return qtype
 
 
-def _add_tokenizer(writer: gguf.GGUFWriter, vocab_size: int) -> None:
-    encoder, merges = gpt2_vocab()
-    tokens = sorted(encoder, key=encoder.__getitem__)
+def _add_tokenizer(writer: gguf.GGUFWriter, tokenizer, vocab_size: int) -> None:
+    """llama.cpp's "gpt2" tokenizer: byte-level tokens, merges, GPT-2's pre-tokenizer."""
+    if tokenizer.name == "gpt2":
+        encoder, merges = gpt2_vocab()
+        tokens = sorted(encoder, key=encoder.__getitem__)
+    else:
+        tokens, pairs = vocab_and_merges(tokenizer)
+        # llama.cpp refuses a BPE without merges (char's): one whose result is no token
+        # changes nothing, as llama.cpp then takes the piece's bytes, as with no merge.
+        merges = [f"{a} {b}" for a, b in pairs] or [f"{tokens[0]} {tokens[0]}"]
     if len(tokens) != vocab_size:
-        raise ValueError(f"GPT-2's tokenizer has {len(tokens)} tokens, the model {vocab_size}")
+        raise ValueError(f"the tokenizer has {len(tokens)} tokens, the model {vocab_size}")
+    eot = tokenizer.eot_token
     types = [gguf.TokenType.NORMAL] * len(tokens)
-    types[ENDOFTEXT_ID] = gguf.TokenType.CONTROL
+    types[eot] = gguf.TokenType.CONTROL
     writer.add_tokenizer_model("gpt2")
     writer.add_tokenizer_pre("gpt-2")
     writer.add_token_list(tokens)
     writer.add_token_types(types)
     writer.add_token_merges(merges)
-    writer.add_bos_token_id(ENDOFTEXT_ID)
-    writer.add_eos_token_id(ENDOFTEXT_ID)
+    writer.add_bos_token_id(eot)
+    writer.add_eos_token_id(eot)
     writer.add_add_bos_token(False)  # MyGPT's prompts start with their own first token
 
 
@@ -98,7 +107,7 @@ def write_gguf(model: GPTModel, path: Path, outtype: str, name: str, progress: b
     writer.add_head_count(cfg.n_heads)
     writer.add_layer_norm_eps(model.final_norm.eps)
     writer.add_file_type(OUTTYPES[outtype][1])
-    _add_tokenizer(writer, cfg.vocab_size)
+    _add_tokenizer(writer, tokenizer_of(model), cfg.vocab_size)
     for tensor_name, array in gguf_tensors(model):
         qtype = tensor_type(tensor_name, array, outtype)
         writer.add_tensor(tensor_name, gguf.quants.quantize(array, qtype), raw_dtype=qtype)

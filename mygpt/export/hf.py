@@ -15,8 +15,9 @@ from torch import Tensor
 from mygpt.export.tensors import fused_qkv, plain
 from mygpt.inference.generate import CHAT_SAMPLING, Sampling
 from mygpt.io.files import write_atomically, write_folder_atomically
+from mygpt.io.hf_tokenizer import hf_tokenizer, vocab_and_merges
 from mygpt.model import GPTModel
-from mygpt.tokenizer import ASSETS, ENDOFTEXT, ENDOFTEXT_ID
+from mygpt.tokenizer import ASSETS, ENDOFTEXT, tokenizer_of
 
 
 def hf_config(model: GPTModel) -> dict:
@@ -40,8 +41,8 @@ def hf_config(model: GPTModel) -> dict:
         "initializer_range": 0.02,
         "scale_attn_weights": True,
         "tie_word_embeddings": model.is_tied,
-        "bos_token_id": ENDOFTEXT_ID,
-        "eos_token_id": ENDOFTEXT_ID,
+        "bos_token_id": tokenizer_of(model).eot_token,
+        "eos_token_id": tokenizer_of(model).eot_token,
         "dtype": "float32",
         "use_cache": True,
     }
@@ -75,8 +76,9 @@ def hf_state_dict(model: GPTModel) -> dict[str, Tensor]:
     return state
 
 
-def tokenizer_files(context_length: int) -> dict[str, str]:
-    """tokenizer_config.json and special_tokens_map.json of GPT-2's tokenizer."""
+def tokenizer_files(context_length: int, eot: int) -> dict[str, str]:
+    """tokenizer_config.json and special_tokens_map.json of a GPT-2 tokenizer whose
+    <|endoftext|> is `eot`."""
     special = {"content": ENDOFTEXT, "lstrip": False, "normalized": True, "rstrip": False}
     special |= {"single_word": False, "special": True}
     config = {
@@ -86,7 +88,7 @@ def tokenizer_files(context_length: int) -> dict[str, str]:
         "bos_token": ENDOFTEXT,
         "eos_token": ENDOFTEXT,
         "unk_token": ENDOFTEXT,
-        "added_tokens_decoder": {str(ENDOFTEXT_ID): special},
+        "added_tokens_decoder": {str(eot): special},
         "clean_up_tokenization_spaces": False,
         "errors": "replace",
         "model_max_length": context_length,
@@ -98,9 +100,9 @@ def tokenizer_files(context_length: int) -> dict[str, str]:
     }
 
 
-def generation_config(sampling: Sampling) -> dict:
-    """generation_config.json: GPT-2's end-of-text token and the sampling defaults."""
-    config = {"bos_token_id": ENDOFTEXT_ID, "eos_token_id": ENDOFTEXT_ID}
+def generation_config(sampling: Sampling, eot: int) -> dict:
+    """generation_config.json: the end-of-text token and the sampling defaults."""
+    config = {"bos_token_id": eot, "eos_token_id": eot}
     config |= {"max_new_tokens": sampling.max_new_tokens, "do_sample": sampling.temperature > 0}
     if sampling.temperature > 0:
         config |= {"temperature": sampling.temperature, "top_k": sampling.top_k or 0}
@@ -119,7 +121,8 @@ def export_hf(model: GPTModel, folder: str | Path, sampling: Sampling = CHAT_SAM
     def write(tmp: Path) -> None:
         config = hf_config(model)
         (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-        gen = generation_config(sampling)
+        tokenizer = tokenizer_of(model)
+        gen = generation_config(sampling, tokenizer.eot_token)
         (tmp / "generation_config.json").write_text(json.dumps(gen, indent=2) + "\n")
         weights = hf_state_dict(
             model
@@ -127,9 +130,18 @@ def export_hf(model: GPTModel, folder: str | Path, sampling: Sampling = CHAT_SAM
         write_atomically(
             tmp / "model.safetensors", lambda t: save_file(weights, t, metadata={"format": "pt"})
         )
-        shutil.copyfile(ASSETS / "encoder.json", tmp / "vocab.json")
-        shutil.copyfile(ASSETS / "vocab.bpe", tmp / "merges.txt")
-        for name, text in tokenizer_files(model.cfg.context_length).items():
+        if tokenizer.name == "gpt2":
+            shutil.copyfile(ASSETS / "encoder.json", tmp / "vocab.json")
+            shutil.copyfile(ASSETS / "vocab.bpe", tmp / "merges.txt")
+        else:  # the same files for a trained one, and its tokenizer.json
+            tokens, pairs = vocab_and_merges(tokenizer)
+            vocab = {token: i for i, token in enumerate(tokens)}
+            (tmp / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), "utf-8")
+            lines = "".join(f"{a} {b}\n" for a, b in pairs)
+            (tmp / "merges.txt").write_text("#version: 0.2\n" + lines, "utf-8")
+            hf_tokenizer(tokenizer).save(str(tmp / "tokenizer.json"))
+        files = tokenizer_files(model.cfg.context_length, tokenizer.eot_token)
+        for name, text in files.items():
             (tmp / name).write_text(text + "\n")
 
     return write_folder_atomically(folder, write)

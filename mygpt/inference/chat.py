@@ -60,9 +60,10 @@ class ChatOptions(GenerationOptions):
         False, "after each completion, a dim line: tokens, seconds, tokens/s", group=CHAT
     )
 
-    def settings(self) -> ChatSettings:
-        """What the chat starts with; the chat ends a completion at GPT-2's <|endoftext|>."""
-        return ChatSettings(self.sampling(), self.seed, self.verbose, self.template or "none")
+    def settings(self, eos_id: int) -> ChatSettings:
+        """What the chat starts with; a completion ends at `eos_id` (<|endoftext|>)."""
+        sampling = self.sampling(eos_id)
+        return ChatSettings(sampling, self.seed, self.verbose, self.template or "none")
 
 
 def _parse_optional(kind):

@@ -26,7 +26,6 @@ from mygpt.inference.engine import Engine, Request, Sequence
 from mygpt.inference.generate import Sampling
 from mygpt.inference.options import alpaca_sampling
 from mygpt.settings import MAX_SEED
-from mygpt.tokenizer import ENDOFTEXT_ID
 
 
 @dataclass(frozen=True)
@@ -106,7 +105,7 @@ def requests(
             entry = record.fields if record.alpaca else {"instruction": text}
             text, sampling = alpaca_prompt(entry), alpaca_sampling(sampling)
         # An empty prompt starts from <|endoftext|>, as GPT-2's unconditional samples do.
-        ids = tokenizer.encode(text, disallowed_special=()) or [ENDOFTEXT_ID]
+        ids = tokenizer.encode(text, disallowed_special=()) or [tokenizer.eot_token]
         seed = None if job.seed is None else (job.seed + record.line) % (MAX_SEED + 1)
         request = Request(tuple(ids), sampling, seed)
         try:

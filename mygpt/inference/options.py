@@ -65,13 +65,15 @@ class GenerationOptions:
 
     def __post_init__(self) -> None:
         require_seed(self)
-        self.sampling()  # Sampling's own checks, in the flags' words
+        self.sampling(CHAT_SAMPLING.eos_id)  # Sampling's own checks, in the flags' words
 
-    def sampling(self) -> Sampling:
-        """The sampling these flags give; a completion ends at GPT-2's <|endoftext|>."""
+    def sampling(self, eos_id: int) -> Sampling:
+        """The sampling these flags give; a completion ends at `eos_id`, the model's
+        tokenizer's <|endoftext|>."""
         names = ("max_new_tokens", "temperature", "top_k", "top_p", "repetition_penalty", "stop")
         try:
-            return replace(CHAT_SAMPLING, **{name: getattr(self, name) for name in names})
+            values = {name: getattr(self, name) for name in names}
+            return replace(CHAT_SAMPLING, **values, eos_id=eos_id)
         except ValueError as e:
             raise UserError("--" + str(e).replace("_", "-")) from None
 

@@ -36,6 +36,7 @@ class Checkpoint:
     rng: list[dict[str, Tensor]] | None = None  # every process's random state, by rank
     run: dict[str, Any] | None = None  # RunConfig.to_dict(): the run's flags
     lora: AdapterInfo | None = None  # a LoRA run's adapters: rank, alpha, targets, base
+    tokenizer: str | None = None  # tokenizer_to_text of a trained tokenizer; None: GPT-2's
     args: dict[str, Any] | None = None  # format 1 before RunConfig: the flat flags
     format: int = FORMAT
 

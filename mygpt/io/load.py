@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
+import tiktoken
 import torch
 from safetensors import SafetensorError
 
@@ -39,6 +40,7 @@ from mygpt.lora import (
 )
 from mygpt.model import GPTModel
 from mygpt.settings import as_paths, setting
+from mygpt.tokenizer import get_tokenizer, tokenizer_from_text
 
 MODEL = "model"  # the group of v1's --help
 
@@ -110,17 +112,33 @@ def load_model(
     """The model at `source` in eval mode, with `adapter`'s LoRA updates merged in if given.
 
     It carries `origin` (a line saying where its weights came from) and `template` (the prompt
-    template its file records: "alpaca" after instruction tuning, else "none"). `expect`
+    template its file records: "alpaca" after instruction tuning, else "none") and `tokenizer`
+    (the one it was trained with, recorded in its file; GPT-2's by default). `expect`
     "folder" or "file" takes `source` as that kind only (v2's --checkpoint-dir, --checkpoint);
     `linear_dtype` stores the Linear matrices in another dtype (a LoRA run's frozen base).
     """
     model, origin = _load(source, device, download, log, expect, linear_dtype)
+    tokenizer = getattr(model, "tokenizer", None) or get_tokenizer()  # files record theirs
     model = check_finite(model, str(source))
     if adapter is not None:
         model = _with_adapter(model, source, adapter)
         origin = f"{origin} with the LoRA adapter {adapter}"
-    model.origin, model.template = origin, _template(source)
+    model.origin, model.template, model.tokenizer = origin, _template(source), tokenizer
     return model.eval()
+
+
+def source_tokenizer(source: str | Path) -> tiktoken.Encoding:
+    """The tokenizer a model was trained with: what its model.safetensors or checkpoint.pt
+    records, else (GPT-2's sizes and folders, files before tokenizers were recorded) GPT-2's."""
+    path = Path(source)
+    if str(source) in GPT2_SIZES or not path.is_file():
+        return get_tokenizer()
+    try:
+        if path.suffix == ".safetensors":
+            return tokenizer_from_text(read_metadata(path).get("tokenizer"))
+        return tokenizer_from_text(read_checkpoint(path, "cpu").tokenizer)
+    except (SafetensorError, OSError, ValueError, KeyError) as e:
+        raise UserError(f"{path}: its tokenizer is damaged ({e})") from None
 
 
 def load_weights(
@@ -195,7 +213,9 @@ def read_trained_model(
         magic = f.read(16)
     if path.suffix == ".safetensors" or magic[8:9] == b"{":  # a safetensors header is JSON
         try:
-            return read_model(path, device, linear_dtype)
+            model = read_model(path, device, linear_dtype)
+            model.tokenizer = tokenizer_from_text(read_metadata(path).get("tokenizer"))
+            return model
         except (KeyError, OSError, ValueError, TypeError, SafetensorError) as e:
             raise UserError(
                 f"{path}: damaged or not weights saved by MyGPT ({reason(e)})"
@@ -208,4 +228,6 @@ def read_trained_model(
             "--lora-adapter on its base weights"
         )
     state = {k: as_stored(k, v, linear_dtype) for k, v in ckpt.model.items()}
-    return model_from_state(ckpt.config, state).eval()
+    model = model_from_state(ckpt.config, state).eval()
+    model.tokenizer = tokenizer_from_text(ckpt.tokenizer)
+    return model

@@ -36,7 +36,6 @@ from mygpt.serving.protocol import (
 )
 from mygpt.serving.replies import ChatReply, CompletionReply, sse, token_text
 from mygpt.serving.worker import EngineWorker, QueueFull, Ticket
-from mygpt.tokenizer import ENDOFTEXT_ID
 
 STATIC = Path(__file__).parent / "static"
 PUBLIC = ("/", "/health", "/favicon.ico")  # open without the API key, as the page's files
@@ -141,13 +140,13 @@ class OpenAIServer:
             repetition_penalty=body.repetition_penalty or 1.0,
             presence_penalty=body.presence_penalty or 0.0,
             frequency_penalty=body.frequency_penalty or 0.0,
-            eos_id=ENDOFTEXT_ID,
+            eos_id=self.tokenizer.eot_token,
             stop=stops,
         )
 
     def encode(self, text: str) -> list[int]:
         # An empty prompt starts from <|endoftext|>, as GPT-2's unconditional samples do.
-        return self.tokenizer.encode(text, disallowed_special=()) or [ENDOFTEXT_ID]
+        return self.tokenizer.encode(text, disallowed_special=()) or [self.tokenizer.eot_token]
 
     def check_room(self, n_prompt: int, max_tokens: int, where: str) -> None:
         if n_prompt + max_tokens > self.context:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+import tiktoken
 
 from mygpt.config import GPTConfig
 from mygpt.data.corpus import Corpus, load_corpus, load_tokens
@@ -26,7 +27,6 @@ from mygpt.data.windows import TokenWindows
 from mygpt.errors import DataError, UserError
 from mygpt.evaluation.score import TextScore, score_tokens
 from mygpt.model import GPTModel
-from mygpt.tokenizer import get_tokenizer
 from mygpt.training.run_config import RunConfig
 
 Batches = TokenWindows | InstructionBatches  # both: len(), batch(rows), tokens, stride
@@ -76,12 +76,13 @@ class InstructionData:
 
     train: list[dict]
     val: list[dict]
+    tokenizer: tiktoken.Encoding
     template = "alpaca"
 
     def batches(self, config: RunConfig, cfg: GPTConfig, global_batch: int):
         length = min(config.data.max_length or cfg.context_length, cfg.context_length)
         return tuple(
-            InstructionBatches.of(records, get_tokenizer(), length, config.data.mask_prompt)
+            InstructionBatches.of(records, self.tokenizer, length, config.data.mask_prompt)
             for records in (self.train, self.val)
         )
 
@@ -91,17 +92,20 @@ class InstructionData:
     def score(self, model: GPTModel, batch_size: int, autocast: Callable) -> TextScore:
         device = next(model.parameters()).device
         with autocast():
-            return score_responses(model, self.train + self.val, get_tokenizer(), device)
+            return score_responses(model, self.train + self.val, self.tokenizer, device)
 
 
-def load_run_data(config: RunConfig, tokenizer, log: Callable, split: bool) -> RunData:
+def load_run_data(
+    config: RunConfig, tokenizer: tiktoken.Encoding, log: Callable, split: bool
+) -> RunData:
     """--data, split into training and validation parts (`split`) or whole (to score)."""
     data = config.data
     if is_instruction_file(data.data):
         records = load_instructions(data.data)
         if not split:
-            return InstructionData(records, [])
-        return InstructionData(*split_instructions(records, data.share(True), config.train.seed))
+            return InstructionData(records, [], tokenizer)
+        parts = split_instructions(records, data.share(True), config.train.seed)
+        return InstructionData(*parts, tokenizer)
     given = [
         flag
         for flag, value in (("--mask-prompt", data.mask_prompt), ("--max-length", data.max_length))

@@ -99,7 +99,9 @@ class RunOutputs:
         if self.trainer.dist.is_main:
             try:
                 lora = self.adapter.to_dict() if self.adapter else None
+                tokenizer = (self.model_metadata or {}).get("tokenizer")
                 saved = {**state, "run": self.run, "lora": lora, "format": FORMAT}
+                saved["tokenizer"] = tokenizer
                 checkpoint = Checkpoint.from_dict(saved, self.checkpoint_path)
                 write_checkpoint(checkpoint, self.checkpoint_path)
             except OSError as e:

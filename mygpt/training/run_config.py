@@ -81,6 +81,13 @@ class DataSettings:
     stride: int | None = setting(
         None, "step between windows (default: the context length)", group=DATA, positive=True
     )
+    tokenizer: str | None = setting(
+        None,
+        "gpt2 (GPT-2's BPE), char, or a folder of `mygpt tokenizer train`; the model's "
+        "vocab_size follows it (default: gpt2; with --init-from or --resume: the model's)",
+        group=DATA,
+        metavar="NAME|DIR",
+    )
     mask_prompt: bool = setting(
         False,
         "instruction data: learn only the responses (the prompt's targets are -100, the "

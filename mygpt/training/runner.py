@@ -39,7 +39,7 @@ from mygpt.lora import (
     lora_summary,
 )
 from mygpt.model import GPTModel
-from mygpt.tokenizer import get_tokenizer
+from mygpt.tokenizer import tokenizer_to_text
 from mygpt.training.benchmark import TrainingBenchmark
 from mygpt.training.data import load_run_data
 from mygpt.training.distributed import Dist, init_distributed, shutdown_distributed
@@ -53,7 +53,7 @@ from mygpt.training.preflight import (
     n_parameters,
 )
 from mygpt.training.run_config import DEFAULT_DATA, RunConfig
-from mygpt.training.start import start_model
+from mygpt.training.start import run_tokenizer, start_model
 from mygpt.training.trainer import (
     Trainer,
     TrainState,
@@ -119,8 +119,9 @@ def eval_run(requested: RunConfig, checkpoint: Checkpoint | None = None) -> Text
     log = partial(print, file=sys.stderr)
     try:
         with dist.main_first():  # the text first: a bad --data is refused before any download
-            data = load_run_data(requested, get_tokenizer(), log, split=False)
-        started = start_model(requested, checkpoint, dist, device, log)
+            tokenizer = run_tokenizer(requested, checkpoint)
+            data = load_run_data(requested, tokenizer, log, split=False)
+        started = start_model(requested, checkpoint, dist, device, log, n_vocab=tokenizer.n_vocab)
         config = started.config  # resolved against the weights
         autocast = make_autocast(device, config.device.dtype)
         score = data.score(started.model, config.train.batch_size, autocast)
@@ -136,14 +137,16 @@ def _train(requested: RunConfig, checkpoint: Checkpoint | None, dist: Dist, devi
     allow_tf32(requested.device.tf32)
     if requested.lora.enabled or requested.train.activation_checkpointing:
         return_freed_memory()  # what these runs save would otherwise stay in malloc's heap
-    tokenizer = get_tokenizer()
+    tokenizer = run_tokenizer(requested, checkpoint)
     with dist.main_first():  # rank 0 tokenizes into the cache first; the others then read it
         data = load_run_data(requested, tokenizer, print0, split=True)
     benchmark = None
     if requested.report.eval_task and dist.is_main:  # scored by the main process only
         benchmark = TrainingBenchmark(requested, tokenizer)
     checks = partial(preflight, device, dist)
-    started = start_model(requested, checkpoint, dist, device, print0, checks)
+    started = start_model(
+        requested, checkpoint, dist, device, print0, checks, n_vocab=tokenizer.n_vocab
+    )
     model, config = started.model, started.config  # resolved against the weights
     t = config.train
     train_windows, val_windows = data.batches(
@@ -166,9 +169,11 @@ def _train(requested: RunConfig, checkpoint: Checkpoint | None, dist: Dist, devi
         )
     else:
         print0("Starting Training...")
-    template = {"template": data.template} if data.template else None
+    metadata = {"template": data.template} if data.template else {}
+    if (recorded := tokenizer_to_text(tokenizer)) is not None:  # GPT-2's is the default
+        metadata["tokenizer"] = recorded
     files = RunOutputs(
-        config.outputs.output_dir, trainer, config.to_dict(), template, started.adapter
+        config.outputs.output_dir, trainer, config.to_dict(), metadata or None, started.adapter
     )
     start = time.perf_counter()
     with GracefulStop() as stop:  # also over the final save: a signal then waits for it

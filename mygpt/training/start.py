@@ -6,12 +6,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+import tiktoken
 import torch
 
 from mygpt.config import GPTConfig
 from mygpt.errors import UserError
 from mygpt.io.checkpoint import Checkpoint
-from mygpt.io.load import load_model, reshaped, source_config
+from mygpt.io.load import load_model, reshaped, source_config, source_tokenizer
 from mygpt.io.model_files import model_from_state
 from mygpt.lora import (
     AdapterInfo,
@@ -23,7 +24,12 @@ from mygpt.lora import (
 )
 from mygpt.model import GPTModel
 from mygpt.settings import flag_of
-from mygpt.tokenizer import get_tokenizer
+from mygpt.tokenizer import (
+    check_same_tokenizer,
+    get_tokenizer,
+    load_tokenizer,
+    tokenizer_from_text,
+)
 from mygpt.training.distributed import Dist
 from mygpt.training.run_config import SHAPE, RunConfig
 
@@ -42,6 +48,25 @@ class StartedModel:
 Checks = Callable[[RunConfig, GPTConfig, bool], None]
 
 
+def run_tokenizer(requested: RunConfig, checkpoint: Checkpoint | None) -> tiktoken.Encoding:
+    """The run's tokenizer: the checkpoint's (--resume), the weights' (--init-from), else
+    --tokenizer's (GPT-2's by default); a --tokenizer that contradicts the model is refused."""
+    asked = requested.data.tokenizer
+    saved_run = checkpoint.run if checkpoint is not None else None
+    if saved_run is not None and asked == saved_run.get("data", {}).get("tokenizer"):
+        asked = None  # the saved run's own flag: its folder may be gone, its copy is kept
+    wanted = load_tokenizer(asked) if asked else None
+    if checkpoint is not None:
+        own, where = tokenizer_from_text(checkpoint.tokenizer), "--resume's checkpoint"
+    elif requested.model.init_from is not None:
+        source = requested.model.init_from
+        own, where = source_tokenizer(source), f"--init-from {source}"
+    else:
+        return wanted or get_tokenizer()
+    check_same_tokenizer(own, wanted, where)
+    return own
+
+
 def start_model(
     requested: RunConfig,
     checkpoint: Checkpoint | None,
@@ -49,12 +74,14 @@ def start_model(
     device,
     log: Callable,
     checks: Checks | None = None,
+    n_vocab: int | None = None,
 ) -> StartedModel:
     """The model to train or score: a checkpoint's (--resume), loaded weights (--init-from), or
     a new one, with LoRA adapters if asked (new, --lora-adapter's, or a LoRA checkpoint's).
 
     `checks(config, cfg, tied)` runs before a new model is built or weights are loaded (where
-    their shape is known beforehand), and once they are.
+    their shape is known beforehand), and once they are. `n_vocab`: a new model's vocabulary
+    (its tokenizer's; default GPT-2's).
     """
     checks = checks or (lambda config, cfg, tied: None)
     torch.manual_seed(requested.train.seed + dist.rank)  # rank 0 as one process; DDP copies it
@@ -72,7 +99,7 @@ def start_model(
         adapter, tensors = read_adapter(requested.lora.lora_adapter)
     lora = requested.lora.with_adapter(adapter) if adapter else requested.lora
     model, origin, config, base = base_model(
-        replace(requested, lora=lora), dist, device, log, checks
+        replace(requested, lora=lora), dist, device, log, checks, n_vocab
     )
     if not config.lora.enabled:
         return StartedModel(model, origin, config)
@@ -107,14 +134,19 @@ def check_resumed_shape(config: RunConfig, saved: GPTConfig) -> None:
 
 
 def base_model(
-    requested: RunConfig, dist: Dist, device, log: Callable, checks: Checks
+    requested: RunConfig,
+    dist: Dist,
+    device,
+    log: Callable,
+    checks: Checks,
+    n_vocab: int | None = None,
 ) -> tuple[GPTModel, str | None, RunConfig, str | None]:
     """--init-from's weights (at the run's context and dropout) or a new model; where they came
     from; the config resolved against them; with LoRA, the fingerprint of the full weights."""
     lora = requested.lora
     if not requested.is_fine_tuning:
         config = requested.resolve()
-        cfg = config.gpt_config(get_tokenizer().n_vocab)
+        cfg = config.gpt_config(n_vocab or get_tokenizer().n_vocab)
         checks(config, cfg, False)
         model = GPTModel(cfg)
         return model.to(device), None, config, fingerprint(model) if lora.enabled else None
