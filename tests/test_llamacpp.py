@@ -17,7 +17,9 @@ import pytest
 import torch
 from conftest import pydoc_text
 
-from mygpt import export_gguf, generate, load_model
+from mygpt import GPTConfig, GPTModel, export_gguf, generate, load_model
+from mygpt.bpe import count_words, train_bpe
+from mygpt.tokenizer import char_tokenizer, make_tokenizer
 
 TOOLS = llamacpp.tools_dir()
 if TOOLS is None:
@@ -42,7 +44,8 @@ def trained(trained_model_file, tmp_path_factory):
 def llama(tool: str, *args, repack: bool | None = None) -> subprocess.CompletedProcess:
     """Run one of llama.cpp's tools; without repacking where this CPU needs it (llamacpp.py)."""
     cmd = [str(TOOLS / tool), "-t", "2", *map(str, args), *llamacpp.repack_args(tool, repack)]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    # errors="replace": a token that is part of a character prints as a lone byte
+    done = subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     return done
 
@@ -65,6 +68,29 @@ def test_llama_cpp_greedy_text_equals_mygpt(trained, tokenizer, prompt):
     ids = generate(model, torch.tensor([prompt_ids]), N_NEW)[0].tolist()
     assert len(set(ids[len(prompt_ids) :])) >= 5  # a real continuation, not one token repeated
     assert out.stdout == tokenizer.decode(ids) + "\n\n"  # llama-completion ends with two newlines
+
+
+def prompt_ids(path: Path, prompt: str) -> list[int]:
+    """The ids llama.cpp tokenizes `prompt` into, from --verbose-prompt."""
+    args = shlex.split("-n 1 --temp 0 -no-cnv --no-warmup --simple-io --verbose-prompt")
+    out = llama("llama-completion", "-m", path, "-p", prompt, *args)
+    return [int(i) for i in re.findall(r"^\S+ I +(\d+) -> '", out.stderr, re.MULTILINE)]
+
+
+@pytest.mark.parametrize("kind", ["bpe", "char"])
+def test_llama_cpp_ids_equal_mygpt_with_your_own_tokenizer(kind, tmp_path):
+    if kind == "char":  # no merges: the export adds one that makes no token (gguf_file.py)
+        tokenizer = char_tokenizer()
+    else:
+        ranks = train_bpe(count_words([pydoc_text()[:100_000]]), 800)
+        tokenizer = make_tokenizer(ranks, "bpe")
+    torch.manual_seed(0)
+    cfg = GPTConfig(tokenizer.n_vocab, context_length=64, emb_dim=32, n_heads=2, n_layers=1)
+    model = GPTModel(cfg)
+    model.tokenizer = tokenizer
+    path = export_gguf(model, tmp_path / "m.gguf", "f32")
+    for prompt in [*PROMPTS, "import os, sys  # héllo wörld 🙂 日本語", "x  \n\n  y's 're 123"]:
+        assert prompt_ids(path, prompt) == tokenizer.encode(prompt), prompt
 
 
 def perplexity(path: Path, held_out: Path, repack: bool | None = None) -> float:
