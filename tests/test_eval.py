@@ -255,7 +255,7 @@ def test_wikitext_is_read_from_its_archive(trained_model_file, fast, tmp_path, m
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--task", "text"], "error: --data is required by text"),
+        (["--task", "judge"], "error: --data is required by judge"),
         (["--task", "hellaswag", "--data", "nowhere.jsonl"], "error: nowhere.jsonl: no such file"),
         (["--task", "lambada", "--data", "BAD"], "error: BAD: line 2: not JSON"),
         (["--task", "hellaswag", "--data", "NOENDINGS"], "error: hellaswag record 2: no field"),

@@ -30,6 +30,7 @@ from mygpt.inference.engine import Engine
 from mygpt.inference.precision import PRECISIONS, for_inference
 from mygpt.io.files import write_atomically
 from mygpt.settings import as_paths, require, require_positive, setting
+from mygpt.training.run_config import DEFAULT_DATA
 
 TASKS = ("hellaswag", "lambada", "wikitext2", "wikitext103", "text", "judge")
 DATA, SCORING, JUDGE = "data", "scoring", "judge (--task judge)"
@@ -43,8 +44,9 @@ class EvalSettings:
     data: Path | None = setting(
         None,
         "a local copy of the task's file instead of the download (hellaswag, lambada: .jsonl; "
-        "wikitext: the .zip or a text file); text: anything training's --data reads; judge: "
-        "Alpaca records (.json or .jsonl), with or without model_response",
+        "wikitext: the .zip or a text file); text: anything training's --data reads (default: "
+        "the-verdict.txt, as training); judge: Alpaca records (.json or .jsonl), with or "
+        "without model_response",
         group=DATA,
     )
     data_url: str | None = setting(
@@ -100,8 +102,7 @@ class EvalSettings:
         for name in ("limit", "stride"):
             if getattr(self, name) is not None:
                 require_positive(self, name)
-        needs_data = self.task in ("text", "judge")
-        require(self.data is not None or not needs_data, "data", f"is required by {self.task}")
+        require(self.data is not None or self.task != "judge", "data", "is required by judge")
         require(
             self.data_url is None or self.task in SOURCES,
             "data_url",
@@ -122,7 +123,10 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
 
 def read_data(s: EvalSettings) -> list[dict] | str:
     """The task's records or text (downloaded once where it has a source), cut to --limit."""
-    path = s.data or task_file(s.task, s.data_dir, s.data_url)
+    if s.data is not None:
+        path = s.data
+    else:
+        path = DEFAULT_DATA if s.task == "text" else task_file(s.task, s.data_dir, s.data_url)
     if s.task in ("hellaswag", "lambada"):
         records = read_jsonl(path)
     elif s.task == "judge":

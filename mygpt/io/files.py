@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import stat
 import tempfile
 from collections.abc import Callable, Iterator
@@ -21,34 +22,56 @@ def write_atomically(path: str | Path, write: Callable[[Path], object]) -> Path:
     name never write into the same file, and the last rename wins whole.
     """
     path = Path(path)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(name)
+    tmp, held = None, _hold_signals()
     try:
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        tmp = Path(name)
+        _release_signals(held)  # a Ctrl-C or SIGTERM that came meanwhile is raised here
         _as_os_error(write, tmp)
         os.chmod(tmp, 0o666 & ~_umask())  # as open() makes files: mkstemp's are 0600
         os.replace(tmp, path)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        _release_signals(held)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def _hold_signals() -> object:
+    """Hold Ctrl-C and SIGTERM back: one between making a temporary file and the `try` that
+    removes it would leave the file behind. _release_signals delivers them."""
+    if not hasattr(signal, "pthread_sigmask"):  # Windows
+        return None
+    return signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+
+
+def _release_signals(held: object) -> None:
+    if held is not None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
 def write_folder_atomically(folder: str | Path, write: Callable[[Path], object]) -> Path:
     """Call `write(tmp_folder)`, then put it in place of `folder` (replacing one that exists)."""
     folder = Path(folder)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".tmp"))
-    old = tmp.with_suffix(".old")  # unique as tmp is
+    tmp, held = None, _hold_signals()
     try:
+        tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".tmp"))
+        _release_signals(held)  # a Ctrl-C or SIGTERM that came meanwhile is raised here
+        old = tmp.with_suffix(".old")  # unique as tmp is
         os.chmod(tmp, 0o777 & ~_umask())
         _as_os_error(write, tmp)
         if folder.exists():
             os.replace(folder, old)
         os.replace(tmp, folder)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old.exists() and not folder.exists():
-            os.replace(old, folder)  # put back what was there
+        _release_signals(held)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+            old = tmp.with_suffix(".old")
+            if old.exists() and not folder.exists():
+                os.replace(old, folder)  # put back what was there
         raise
     shutil.rmtree(old, ignore_errors=True)
     return folder
