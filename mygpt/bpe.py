@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import heapq
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 import regex
 from tiktoken_ext.openai_public import r50k_pat_str
@@ -26,12 +26,31 @@ GPT2_PATTERN = r50k_pat_str  # GPT-2's pre-tokenizer: words, numbers, punctuatio
 
 
 def count_words(texts: Iterable[str], pattern: str = GPT2_PATTERN) -> Counter[bytes]:
-    """How often each pre-tokenized word occurs in `texts`, as UTF-8 bytes."""
+    """How often each pre-tokenized word occurs in `texts`, as UTF-8 bytes (read a megabyte
+    at a time: the list of a whole text's words would take ten times its size)."""
     split = regex.compile(pattern).findall
     counts: Counter[bytes] = Counter()
     for text in texts:
-        counts.update(word.encode("utf-8") for word in split(text))
+        for piece in _pieces(text):
+            counts.update(word.encode("utf-8") for word in split(piece))
     return counts
+
+
+# A single newline between two non-spaces: no word of GPT-2's pattern spans it, so the text
+# can be cut after it and its pieces counted apart.
+_SAFE_CUT = regex.compile(r"\S\n(?=\S)")
+
+
+def _pieces(text: str, size: int = 1 << 20) -> Iterator[str]:
+    """`text` cut, at about every `size` characters, where no word is cut."""
+    start = 0
+    while len(text) - start > size:
+        found = _SAFE_CUT.search(text, start + size)
+        if found is None:
+            break
+        yield text[start : found.end()]
+        start = found.end()
+    yield text[start:]
 
 
 def train_bpe(

@@ -163,3 +163,20 @@ def test_tokenizer_train_user_errors(tmp_path, monkeypatch, capsys, args, messag
     result = run_in_process("mygpt", ["tokenizer", "train", *args, *out], monkeypatch, capsys)
     assert result.returncode == 2
     assert result.stderr.strip().startswith(message), result.stderr
+
+
+def test_words_are_counted_the_same_in_pieces():
+    import regex
+
+    from mygpt.bpe import GPT2_PATTERN, _pieces
+
+    text = TEXT[:200_000] + "a\n\nb\n c \n\nd\ne  \n f\n"
+    pieces = list(_pieces(text, size=1000))
+    assert len(pieces) > 100 and "".join(pieces) == text
+    whole = Counter(w.encode() for w in regex.findall(GPT2_PATTERN, text))
+    assert (
+        sum(
+            (Counter(w.encode() for w in regex.findall(GPT2_PATTERN, p)) for p in pieces), Counter()
+        )
+        == whole
+    )
