@@ -144,3 +144,67 @@ def test_characters(tmp_path, mygpt):
     assert "- vocab_size: 257" in done.stdout
     model = load_model(tmp_path / "model.safetensors")
     assert model.tokenizer.encode("Every é") == [69, 118, 101, 114, 121, 32, 195, 169]
+
+
+def test_mygpt_serve_encodes_and_decodes_with_it(own, run):
+    from fastapi.testclient import TestClient
+
+    from mygpt.inference.engine import Engine
+    from mygpt.inference.precision import for_inference
+    from mygpt.serving.app import ServerConfig, create_app
+
+    tokenizer, _ = own
+    out, _ = run
+    model = load_model(out / "model.safetensors")
+    engine = Engine(for_inference(model, "float32"), model.tokenizer, max_batch=2)
+    with TestClient(create_app(engine, ServerConfig(model_name="own"))) as client:
+        body = {"model": "own", "prompt": "The return statement", "max_tokens": 10}
+        reply = client.post("/v1/completions", json=body | {"temperature": 0}).json()
+    prompt = tokenizer.encode("The return statement")
+    ids = generate(model, torch.tensor([prompt]), 10, eos_id=tokenizer.eot_token)[0].tolist()
+    new = ids[len(prompt) :]
+    new = new[: new.index(tokenizer.eot_token)] if tokenizer.eot_token in new else new
+    assert reply["choices"][0]["text"] == tokenizer.decode(new)
+    assert reply["usage"]["prompt_tokens"] == len(prompt)
+
+
+def test_another_pre_tokenizer_pattern(tmp_path, mygpt):
+    from tokenizers import Tokenizer
+
+    from mygpt.export.gguf_file import export_gguf
+    from mygpt.tokenizer import load_tokenizer
+
+    data = tmp_path / "d.txt"
+    data.write_text(pydoc_text()[:50_000])
+    words = r"\w+|[^\w\s]+|\s+"  # no leading space on words, unlike GPT-2's
+    out = tmp_path / "tok"
+    done = mygpt(
+        "tokenizer",
+        "train",
+        "--data",
+        data,
+        "--vocab-size",
+        "600",
+        "--pattern",
+        words,
+        "--out",
+        out,
+    )
+    assert done.returncode == 0, done.stderr
+    tokenizer = load_tokenizer(out)
+    text = pydoc_text()[60_000:70_000]
+    ids = tokenizer.encode_ordinary(text)
+    assert Tokenizer.from_file(str(out / "tokenizer.json")).encode(text).ids == ids
+    assert all(
+        not tokenizer.decode([i]).startswith(" ") or tokenizer.decode([i]).isspace() for i in ids
+    )
+    from mygpt import GPTConfig, GPTModel
+    from mygpt.errors import UserError
+
+    model = GPTModel(GPTConfig(tokenizer.n_vocab, 32, 32, 2, 1))
+    model.tokenizer = tokenizer
+    with pytest.raises(UserError, match="this tokenizer's pattern is not GPT-2's"):
+        export_gguf(model, tmp_path / "m.gguf", "f32")
+    assert not list(tmp_path.glob("m.gguf*")) and not list(tmp_path.glob(".m.gguf*"))
+    bad = mygpt("tokenizer", "train", "--data", data, "--pattern", "(", "--out", tmp_path / "x")
+    assert bad.returncode == 2 and bad.stderr.startswith("error: --pattern '(': not a regular")

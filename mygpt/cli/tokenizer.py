@@ -9,9 +9,10 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+import regex
 from tqdm import tqdm
 
-from mygpt.bpe import count_words, train_bpe
+from mygpt.bpe import GPT2_PATTERN, count_words, train_bpe
 from mygpt.cli.common import HelpFormatter, add_settings, run_main, settings_from
 from mygpt.data.corpus import corpus_documents
 from mygpt.errors import DataError, UserError
@@ -43,6 +44,13 @@ class TokenizerSettings:
         group=TRAIN,
         choices=("bpe", "char"),
     )
+    pattern: str = setting(
+        GPT2_PATTERN,
+        "the pre-tokenizer: a regular expression (Python's regex module) whose matches are "
+        "the words merges stay within (default: GPT-2's; only GPT-2's exports to GGUF)",
+        group=TRAIN,
+        metavar="REGEX",
+    )
     text_field: str = setting(
         "text", "the Parquet column or JSON field of a document's text", group=TRAIN
     )
@@ -59,6 +67,10 @@ class TokenizerSettings:
         require(
             self.vocab_size < 2**16, "vocab_size", "must be below 65,536 (token files hold 16 bits)"
         )
+        try:
+            regex.compile(self.pattern)
+        except regex.error as e:
+            raise UserError(f"--pattern {self.pattern!r}: not a regular expression ({e})") from None
 
 
 def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argparse.Namespace:
@@ -83,7 +95,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
         start = time.perf_counter()
         counts, n_bytes = Counter(), 0
         for doc in corpus_documents(s.data, s.text_field):
-            counts += count_words([doc])
+            counts.update(count_words([doc], s.pattern))
             n_bytes += len(doc.encode("utf-8"))
         print(
             f"Counted {len(counts):,} distinct words in {n_bytes / 1e6:,.1f} MB "
@@ -94,7 +106,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
         n_merges = s.vocab_size - 257
         with tqdm(total=n_merges, unit="merge", file=sys.stderr, disable=None) as bar:
             ranks = train_bpe(counts, s.vocab_size, progress=bar.update)
-        tokenizer = make_tokenizer(ranks, "bpe")
+        tokenizer = make_tokenizer(ranks, "bpe", s.pattern)
         n_tokens = sum(
             len(tokenizer.encode_ordinary(w.decode("utf-8", "replace"))) * n
             for w, n in counts.items()

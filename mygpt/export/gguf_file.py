@@ -12,7 +12,9 @@ from pathlib import Path
 
 import gguf
 import numpy as np
+from tiktoken_ext.openai_public import r50k_pat_str
 
+from mygpt.errors import UserError
 from mygpt.export.tensors import fused_qkv, plain
 from mygpt.inference.generate import CHAT_SAMPLING, Sampling
 from mygpt.io.files import write_atomically
@@ -75,6 +77,11 @@ def _add_tokenizer(writer: gguf.GGUFWriter, tokenizer, vocab_size: int) -> None:
     if tokenizer.name == "gpt2":
         encoder, merges = gpt2_vocab()
         tokens = sorted(encoder, key=encoder.__getitem__)
+    elif tokenizer._pat_str != r50k_pat_str:
+        raise UserError(
+            "GGUF: llama.cpp knows pre-tokenizers by name, and this tokenizer's pattern is not "
+            "GPT-2's (mygpt tokenizer train --pattern); export it with --to hf instead"
+        )
     else:
         tokens, pairs = vocab_and_merges(tokenizer)
         # llama.cpp refuses a BPE without merges (char's): one whose result is no token
