@@ -40,12 +40,10 @@ LM_EVAL = "lm-eval[hf]==0.4.13"
 
 def harness_command() -> list[str]:
     """`uv run` in lm-eval's environment, with this environment's torch and transformers."""
-    return [
-        "uv", "run", "--no-project", "--with", LM_EVAL, "--with", "accelerate",
-        "--with", f"torch=={torch.__version__.split('+')[0]}",
-        "--with", f"transformers=={transformers.__version__}",
-        "python", str(HERE / "lm_eval_driver.py"),
-    ]  # fmt: skip
+    packages = [LM_EVAL, "accelerate", f"torch=={torch.__version__.split('+')[0]}"]
+    packages.append(f"transformers=={transformers.__version__}")
+    withs = [arg for package in packages for arg in ("--with", package)]
+    return ["uv", "run", "--no-project", *withs, "python", str(HERE / "lm_eval_driver.py")]
 
 
 def run_harness(hf: Path, files: dict[str, Path], work: Path, batch_size: int) -> dict:
@@ -57,10 +55,8 @@ def run_harness(hf: Path, files: dict[str, Path], work: Path, batch_size: int) -
         "TOKENIZERS_PARALLELISM": "false",
     }
     args = ["--model", str(hf), "--tasks", ",".join(names), "--include", str(work / "tasks")]
-    done = subprocess.run(
-        [*harness_command(), *args, "--batch-size", str(batch_size)],
-        capture_output=True, text=True, env=env, cwd=work,
-    )  # fmt: skip
+    command = [*harness_command(), *args, "--batch-size", str(batch_size)]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=work)
     line = next((x for x in done.stdout.splitlines() if x.startswith("LM_EVAL_JSON ")), None)
     if done.returncode or line is None:
         raise RuntimeError(f"lm-eval failed ({done.returncode}):\n{done.stderr[-3000:]}")

@@ -25,19 +25,24 @@ PY
 uv run mygpt tokenizer train --data "$out/train.txt" --vocab-size 4096 --out "$out/bpe4k" | tail -1
 
 shape=(--context-length 128 --emb-dim 128 --n-layers 4 --n-heads 4 --batch-size 8 --lr 1e-3
-  --eval-freq 1000000 --data "$out/train.txt")
+  --data "$out/train.txt")
 declare -A spec=([gpt2]=gpt2 [bpe4k]="$out/bpe4k" [char]=char)
 declare -A new_tokens=([gpt2]=60 [bpe4k]=60 [char]=240)  # about 240 bytes of text each
+milliseconds_for() {  # the wall time of a run of $1 steps with tokenizer $name
+  local start
+  start=$(date +%s%N)
+  uv run mygpt train "${shape[@]}" --tokenizer "${spec[$name]}" --max-steps "$1" \
+    --eval-freq 1000 --output-dir "$out/calibrate-$name-$1" > /dev/null
+  echo $(( ($(date +%s%N) - start) / 1000000 ))
+}
 for name in gpt2 bpe4k char; do
-  # Time 20 steps, then train for as many steps as fill the budget.
-  uv run mygpt train "${shape[@]}" --tokenizer "${spec[$name]}" --max-steps 20 \
-    --output-dir "$out/calibrate-$name" > "$out/calibrate-$name.log"
-  per_step=$(grep -oP 'Training completed in \K[\d.]+' "$out/calibrate-$name.log")
-  steps=$(uv run python -c "print(max(20, int($minutes * 20 / $per_step)))")
+  # Time 10 and 30 steps (the difference leaves out starting up), then fill the budget.
+  t10=$(milliseconds_for 10) t30=$(milliseconds_for 30)
+  steps=$(( minutes * 60 * 1000 * 20 / (t30 - t10) ))
+  uv run mygpt train "${shape[@]}" --tokenizer "${spec[$name]}" --max-steps "$steps" \
+    --eval-freq $((steps / 4)) --output-dir "$out/$name" > "$out/$name.log"
   echo "$name: $steps steps in about $minutes minutes"
   echo "$steps" > "$out/$name.steps"
-  uv run mygpt train "${shape[@]}" --tokenizer "${spec[$name]}" --max-steps "$steps" \
-    --output-dir "$out/$name" > "$out/$name.log"
   uv run mygpt eval "$out/$name/model.safetensors" --task text --data "$out/val.txt" \
     --json "$out/$name.json" > /dev/null
   printf '{"prompt": "The return statement"}\n' > "$out/prompt.jsonl"
