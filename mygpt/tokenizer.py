@@ -112,12 +112,12 @@ def char_tokenizer() -> tiktoken.Encoding:
 
 
 def tokenizer_kind(tokenizer: tiktoken.Encoding) -> str:
-    """ "gpt2", "char" or "bpe"."""
+    """Its kind: gpt2, char or bpe."""
     return "gpt2" if tokenizer.name == "gpt2" else tokenizer.name.split("-")[0]
 
 
 def load_tokenizer(spec: str | Path) -> tiktoken.Encoding:
-    """ "gpt2", "char", or a folder written by save_tokenizer; a UserError otherwise."""
+    """The tokenizer a --tokenizer names: gpt2, char, or a folder of save_tokenizer's."""
     if str(spec) == "gpt2":
         return get_tokenizer()
     if str(spec) == "char":
@@ -138,7 +138,8 @@ def load_tokenizer(spec: str | Path) -> tiktoken.Encoding:
 
 
 def save_tokenizer(tokenizer: tiktoken.Encoding, folder: str | Path) -> Path:
-    """The tokenizer as tiktoken's ranks, Hugging Face's tokenizer.json, and its info."""
+    """The tokenizer as tiktoken's ranks, Hugging Face's tokenizer.json, and its info, in
+    `folder` (made if need be)."""
     from mygpt.io.hf_tokenizer import hf_tokenizer  # tokenizers: only where one is written
 
     folder = Path(folder)

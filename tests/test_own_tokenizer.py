@@ -48,6 +48,17 @@ def mygpt(monkeypatch, capsys):
     return lambda *args: run_in_process("mygpt", list(args), monkeypatch, capsys)
 
 
+def greedy(model, text: str, n: int) -> tuple[list[int], str]:
+    """The prompt's ids in the model's tokenizer, and the book's greedy completion of it."""
+    tokenizer = model.tokenizer
+    prompt = tokenizer.encode(text)
+    ids = generate(model, torch.tensor([prompt]), n, eos_id=tokenizer.eot_token)[0].tolist()
+    new = ids[len(prompt) :]
+    return prompt, tokenizer.decode(
+        new[: new.index(tokenizer.eot_token)] if tokenizer.eot_token in new else new
+    )
+
+
 def test_the_model_and_checkpoint_carry_the_tokenizer(own, run):
     tokenizer, _ = own
     out, _ = run
@@ -110,12 +121,8 @@ def test_generate_decodes_with_it(own, run, tmp_path, mygpt):
     done = mygpt("generate", out / "model.safetensors", *args, "--max-new-tokens", "12")
     assert done.returncode == 0, done.stderr
     line = json.loads((tmp_path / "o.jsonl").read_text())
-    model = load_model(out / "model.safetensors")
-    prompt = tokenizer.encode("The return statement")
-    ids = generate(model, torch.tensor([prompt]), 12, eos_id=tokenizer.eot_token)[0].tolist()
-    new = ids[len(prompt) :]
-    new = new[: new.index(tokenizer.eot_token)] if tokenizer.eot_token in new else new
-    assert line["completion"] == tokenizer.decode(new)
+    prompt, completion = greedy(load_model(out / "model.safetensors"), "The return statement", 12)
+    assert line["completion"] == completion
     assert line["prompt_tokens"] == len(prompt)
 
 
@@ -160,11 +167,8 @@ def test_mygpt_serve_encodes_and_decodes_with_it(own, run):
     with TestClient(create_app(engine, ServerConfig(model_name="own"))) as client:
         body = {"model": "own", "prompt": "The return statement", "max_tokens": 10}
         reply = client.post("/v1/completions", json=body | {"temperature": 0}).json()
-    prompt = tokenizer.encode("The return statement")
-    ids = generate(model, torch.tensor([prompt]), 10, eos_id=tokenizer.eot_token)[0].tolist()
-    new = ids[len(prompt) :]
-    new = new[: new.index(tokenizer.eot_token)] if tokenizer.eot_token in new else new
-    assert reply["choices"][0]["text"] == tokenizer.decode(new)
+    prompt, completion = greedy(model, "The return statement", 10)
+    assert reply["choices"][0]["text"] == completion
     assert reply["usage"]["prompt_tokens"] == len(prompt)
 
 

@@ -16,6 +16,7 @@ from mygpt.bpe import GPT2_PATTERN, count_words, train_bpe
 from mygpt.cli.common import HelpFormatter, add_settings, run_main, settings_from
 from mygpt.data.corpus import corpus_documents
 from mygpt.errors import DataError, UserError
+from mygpt.io.files import write_folder_atomically
 from mygpt.settings import as_paths, require, setting
 from mygpt.tokenizer import char_tokenizer, make_tokenizer, save_tokenizer
 
@@ -87,8 +88,12 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     """`mygpt tokenizer train --data CORPUS --vocab-size N --out DIR`."""
     args = parse_args(argv, prog)
     s = settings_from(TokenizerSettings, args)
-    if s.out.exists() and any(s.out.iterdir()):
+    if s.out.exists() and (not s.out.is_dir() or any(s.out.iterdir())):
         raise UserError(f"--out {s.out}: the folder is not empty")
+    try:
+        s.out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"--out {s.out}: cannot write there ({e.strerror})") from None
     if s.kind == "char":
         tokenizer = char_tokenizer()
     else:
@@ -116,7 +121,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
             f"{'' if len(ranks) == s.vocab_size - 1 else ' (no pair left to merge twice)'}; "
             f"{n_bytes / max(n_tokens, 1):.2f} bytes per token on its text"
         )
-    folder = save_tokenizer(tokenizer, s.out)
+    folder = write_folder_atomically(s.out, lambda tmp: save_tokenizer(tokenizer, tmp))
     print(f"Saved {tokenizer.name} to {folder}: use it with --tokenizer {folder}")
 
 

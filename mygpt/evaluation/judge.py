@@ -3,6 +3,7 @@ any OpenAI-compatible endpoint (ollama's /v1, llama-server, vLLM, `mygpt serve`)
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -83,7 +84,8 @@ def judge_records(
     """Every record (with its model_response) scored by the judge, in order."""
     client = openai.OpenAI(
         base_url=judge.url,
-        api_key=judge.api_key or "none",  # ollama and llama-server take any key
+        # ollama and llama-server take any key; the client insists on one
+        api_key=judge.api_key or os.environ.get("OPENAI_API_KEY") or "none",
         max_retries=2,
         timeout=judge.timeout_s,
     )
