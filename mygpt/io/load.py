@@ -129,16 +129,24 @@ def load_model(
 
 def source_tokenizer(source: str | Path) -> tiktoken.Encoding:
     """The tokenizer a model was trained with: what its model.safetensors or checkpoint.pt
-    records, else (GPT-2's sizes and folders, files before tokenizers were recorded) GPT-2's."""
+    records, else (GPT-2's sizes and folders, files before tokenizers were recorded) GPT-2's.
+    A file that cannot be read gives GPT-2's too: loading it then says what is wrong."""
     path = Path(source)
     if str(source) in GPT2_SIZES or not path.is_file():
         return get_tokenizer()
     try:
-        if path.suffix == ".safetensors":
+        if _is_safetensors(path):
             return tokenizer_from_text(read_metadata(path).get("tokenizer"))
         return tokenizer_from_text(read_checkpoint(path, "cpu").tokenizer)
-    except (SafetensorError, OSError, ValueError, KeyError) as e:
-        raise UserError(f"{path}: its tokenizer is damaged ({e})") from None
+    except (UserError, SafetensorError, OSError, ValueError, KeyError, TypeError):
+        return get_tokenizer()
+
+
+def _is_safetensors(path: Path) -> bool:
+    """A .safetensors name, or a safetensors header (JSON after its 8-byte length) inside."""
+    with open(path, "rb") as f:
+        magic = f.read(16)
+    return path.suffix == ".safetensors" or magic[8:9] == b"{"
 
 
 def load_weights(
@@ -209,9 +217,7 @@ def read_trained_model(
     check_readable(path)
     if not path.is_file():
         raise UserError(f"{path}: no such file")
-    with open(path, "rb") as f:
-        magic = f.read(16)
-    if path.suffix == ".safetensors" or magic[8:9] == b"{":  # a safetensors header is JSON
+    if _is_safetensors(path):
         try:
             model = read_model(path, device, linear_dtype)
             model.tokenizer = tokenizer_from_text(read_metadata(path).get("tokenizer"))
