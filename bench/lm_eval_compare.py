@@ -71,24 +71,20 @@ def run_mygpt(model_path: str, files: dict[str, Path], limit: int | None) -> dic
     if "hellaswag" in files:
         records = read_jsonl(files["hellaswag"])[:limit]
         start = time.perf_counter()
-        metrics = tasks.hellaswag(fast, tokenizer, records, nanogpt=False)
-        seconds = time.perf_counter() - start
-        _, scores = tasks.hellaswag_scores(fast, tokenizer, records)
+        items, scores = tasks.hellaswag_scores(fast, tokenizer, records)
         out["hellaswag_local"] = {
-            "metrics": metrics,
+            "seconds": time.perf_counter() - start,
+            "metrics": tasks.hellaswag_metrics(items, scores),
             "items": [[(s.logprob, s.greedy) for s in item] for item in scores],
-            "seconds": seconds,
         }
     if "lambada" in files:
         records = read_jsonl(files["lambada"])[:limit]
         start = time.perf_counter()
-        metrics = tasks.lambada(fast, tokenizer, records)
-        seconds = time.perf_counter() - start
         scores = tasks.lambada_scores(fast, tokenizer, records)
         out["lambada_local"] = {
-            "metrics": metrics,
+            "seconds": time.perf_counter() - start,
+            "metrics": tasks.lambada_metrics(scores),
             "items": [[(s.logprob, s.greedy)] for s in scores],
-            "seconds": seconds,
         }
     return out
 

@@ -72,18 +72,22 @@ def hellaswag(
     with `nanogpt`, also acc_per_token: build-nanogpt's (the raw `ctx` and endings, the
     lowest mean loss per token)."""
     items, scores = hellaswag_scores(model, tokenizer, records, batch_tokens, progress)
-    golds = np.array([it.gold for it in items])
-    lls = [np.array([s.logprob for s in item]) for item in scores]
-    lengths = [np.array([float(len(c)) for c in it.choices]) for it in items]
-    metrics = {
-        "acc": _mean(np.array([np.argmax(ll) for ll in lls]) == golds),
-        "acc_norm": _mean(
-            np.array([np.argmax(ll / n) for ll, n in zip(lls, lengths, strict=True)]) == golds
-        ),
-    }
+    metrics = hellaswag_metrics(items, scores)
     if nanogpt:
         metrics["acc_per_token"] = _nanogpt_hellaswag(model, tokenizer, records, batch_tokens)
     return metrics
+
+
+def hellaswag_metrics(items: Sequence[MultipleChoice], scores: list[list[Scored]]) -> dict:
+    """The harness's acc (the likeliest ending) and acc_norm (per character of the ending)."""
+    golds = np.array([it.gold for it in items])
+    lls = [np.array([s.logprob for s in item]) for item in scores]
+    lengths = [np.array([float(len(c)) for c in it.choices]) for it in items]
+    norm = [np.argmax(ll / n) for ll, n in zip(lls, lengths, strict=True)]
+    return {
+        "acc": _mean(np.array([np.argmax(ll) for ll in lls]) == golds),
+        "acc_norm": _mean(np.array(norm) == golds),
+    }
 
 
 def _nanogpt_hellaswag(
@@ -136,7 +140,11 @@ def lambada(
 ) -> dict[str, float]:
     """acc (the last word is the greedy continuation) and perplexity (exp of minus the mean
     log-likelihood of the last word), as the harness aggregates them."""
-    scores = lambada_scores(model, tokenizer, records, batch_tokens, progress)
+    return lambada_metrics(lambada_scores(model, tokenizer, records, batch_tokens, progress))
+
+
+def lambada_metrics(scores: Sequence[Scored]) -> dict[str, float]:
+    """The harness's acc and perplexity of the last words' scores."""
     return {
         "acc": _mean([s.greedy for s in scores]),
         "perplexity": math.exp(-float(np.mean([s.logprob for s in scores]))),
