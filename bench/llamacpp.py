@@ -28,6 +28,7 @@ TOOLS = (
     "llama-perplexity",
     "llama-batched-bench",
     "llama-server",
+    "llama-tokenize",
 )
 
 
