@@ -1,7 +1,8 @@
 """Exported GGUF files in real llama.cpp: its greedy text equals MyGPT's, q8_0 keeps perplexity.
 
-Needs llama.cpp's tools, built by `uv run python bench/llamacpp.py` (cached per machine); without
-them these tests skip, unless MYGPT_REQUIRE_LLAMACPP=1 (as .ci/run sets after building them).
+They need llama.cpp's tools, built by `uv run python bench/llamacpp.py` (cached per machine), and
+take minutes, so they run after the suite, as .ci/run runs them:
+`MYGPT_REQUIRE_LLAMACPP=1 uv run pytest tests/test_llamacpp.py`; without it they skip, built or not.
 """
 
 import json
@@ -21,13 +22,14 @@ from mygpt import GPTConfig, GPTModel, export_gguf, generate, load_model
 from mygpt.bpe import count_words, train_bpe
 from mygpt.tokenizer import char_tokenizer, make_tokenizer
 
+if os.environ.get("MYGPT_REQUIRE_LLAMACPP") != "1":
+    pytest.skip(
+        "llama.cpp runs in .ci/run (MYGPT_REQUIRE_LLAMACPP=1 uv run pytest tests/test_llamacpp.py)",
+        allow_module_level=True,
+    )
 TOOLS = llamacpp.tools_dir()
 if TOOLS is None:
-    if os.environ.get("MYGPT_REQUIRE_LLAMACPP") == "1":
-        raise RuntimeError(
-            "MYGPT_REQUIRE_LLAMACPP=1 but llama.cpp is not built: run bench/llamacpp.py"
-        )
-    pytest.skip("llama.cpp not built (uv run python bench/llamacpp.py)", allow_module_level=True)
+    raise RuntimeError("MYGPT_REQUIRE_LLAMACPP=1 but llama.cpp is not built: run bench/llamacpp.py")
 
 PROMPTS = ["The return statement", "A class definition defines", "If the expression is true,"]
 N_NEW = 40
