@@ -89,7 +89,9 @@ def test_llama_cpp_ids_equal_mygpt_with_your_own_tokenizer(kind, tmp_path):
 
 def perplexity(path: Path, held_out: Path, repack: bool | None = None) -> float:
     out = llama("llama-perplexity", "-m", path, "-f", held_out, "-c", 64, repack=repack)
-    return float(re.search(r"Final estimate: PPL = ([\d.]+)", out.stderr)[1])
+    found = re.search(r"Final estimate: PPL = ([\d.]+)", out.stderr)
+    assert found, f"no 'Final estimate' line in llama-perplexity's log:\n{out.stderr[-2000:]}"
+    return float(found[1])
 
 
 @pytest.fixture
