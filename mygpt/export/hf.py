@@ -22,7 +22,7 @@ from mygpt.tokenizer import ASSETS, ENDOFTEXT, tokenizer_of
 
 def hf_config(model: GPTModel) -> dict:
     """config.json of a GPT2LMHeadModel with this model's shape."""
-    cfg = model.cfg
+    cfg, eot = model.cfg, tokenizer_of(model).eot_token
     return {
         "architectures": ["GPT2LMHeadModel"],
         "model_type": "gpt2",
@@ -41,8 +41,8 @@ def hf_config(model: GPTModel) -> dict:
         "initializer_range": 0.02,
         "scale_attn_weights": True,
         "tie_word_embeddings": model.is_tied,
-        "bos_token_id": tokenizer_of(model).eot_token,
-        "eos_token_id": tokenizer_of(model).eot_token,
+        "bos_token_id": eot,
+        "eos_token_id": eot,
         "dtype": "float32",
         "use_cache": True,
     }

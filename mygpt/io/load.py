@@ -40,7 +40,7 @@ from mygpt.lora import (
 )
 from mygpt.model import GPTModel
 from mygpt.settings import as_paths, setting
-from mygpt.tokenizer import get_tokenizer, tokenizer_from_text
+from mygpt.tokenizer import get_tokenizer, tokenizer_from_text, tokenizer_of
 
 MODEL = "model"  # the group of v1's --help
 
@@ -118,7 +118,7 @@ def load_model(
     `linear_dtype` stores the Linear matrices in another dtype (a LoRA run's frozen base).
     """
     model, origin = _load(source, device, download, log, expect, linear_dtype)
-    tokenizer = getattr(model, "tokenizer", None) or get_tokenizer()  # files record theirs
+    tokenizer = tokenizer_of(model)  # what its file records, else GPT-2's
     model = check_finite(model, str(source))
     if adapter is not None:
         model = _with_adapter(model, source, adapter)
